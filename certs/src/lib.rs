@@ -1,0 +1,1 @@
+//! Certificate issuing for the webhook.

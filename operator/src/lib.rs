@@ -1,0 +1,1 @@
+//! The Skjold operator.
