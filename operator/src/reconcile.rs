@@ -1,0 +1,688 @@
+//! The controller: watches MeshConfigs and every object they render (drift is repaired within
+//! seconds), renders, server-side applies, prunes, and reports status and Events.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::apply::{self, ApplyError, Change};
+use crate::certs::{self, CertTarget, CertsError};
+use crate::crd::{ComponentStatus, FINALIZER, MeshConfig};
+use crate::metrics::{ChangeLabels, ErrorLabels, Metrics, ResultLabels};
+use crate::render::names::{
+    FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, MESHCONFIG_LABEL, MESHCONFIG_NAMESPACE_LABEL,
+};
+use crate::render::{self, ManagedObject, RenderContext, WebhookTarget};
+use crate::status::{self, Outcome, state};
+
+/// How often a healthy MeshConfig is re-checked even without events.
+const RESYNC: Duration = Duration::from_secs(300);
+/// Retry delay after a failed reconciliation.
+const RETRY: Duration = Duration::from_secs(5);
+
+/// Static settings of the controller.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Control-plane namespace: MeshConfigs are watched and objects written here.
+    pub namespace: String,
+    pub webhook: WebhookTarget,
+    pub cert: CertSource,
+}
+
+/// Who provides the webhook's serving certificate and the `caBundle`.
+#[derive(Clone, Debug)]
+pub enum CertSource {
+    /// The operator issues and rotates them (default).
+    Issue(CertTarget),
+    /// cert-manager issues the Secret from this `Certificate` (`namespace/name`); its cainjector
+    /// fills `caBundle` because the MWC carries `cert-manager.io/inject-ca-from`.
+    CertManager { certificate: String },
+}
+
+/// Shared state of all reconciliations.
+pub struct Context {
+    pub client: kube::Client,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    /// Serialises certificate issuance across MeshConfigs (one Secret for all revisions).
+    cert_lock: tokio::sync::Mutex<()>,
+    /// The controller's MeshConfig cache, set when the controller starts.
+    store: std::sync::OnceLock<Store<MeshConfig>>,
+}
+
+impl Context {
+    pub fn new(
+        client: kube::Client,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        instance: Option<String>,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.to_string(),
+                instance,
+            },
+        );
+        Context {
+            client,
+            settings,
+            metrics,
+            recorder,
+            cert_lock: tokio::sync::Mutex::new(()),
+            store: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+/// Why a reconciliation failed (it is retried after [`RETRY`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("MeshConfig has no metadata.{0}")]
+    MissingMetadata(&'static str),
+    #[error(transparent)]
+    Certs(#[from] CertsError),
+    #[error("{failed} of {total} objects failed to apply; first: {first}")]
+    Apply {
+        failed: usize,
+        total: usize,
+        first: Box<ApplyError>,
+    },
+    #[error("pruning stale objects failed: {0}")]
+    Prune(#[source] Box<ApplyError>),
+    #[error("could not list MeshConfigs in {namespace}: {source}")]
+    List {
+        namespace: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("could not write status of MeshConfig {name}: {source}")]
+    Status {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<ReconcileError>>),
+}
+
+impl ReconcileError {
+    /// Low-cardinality label for `reconcile_errors_total{reason}`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            ReconcileError::MissingMetadata(_) => "metadata",
+            ReconcileError::Certs(_) => "certificates",
+            ReconcileError::Apply { .. } => "apply",
+            ReconcileError::Prune(_) => "prune",
+            ReconcileError::List { .. } => "list",
+            ReconcileError::Status { .. } => "status",
+            ReconcileError::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
+                _ => "finalizer",
+            },
+        }
+    }
+}
+
+/// Entry point of one reconciliation: finalizer handling, then apply or cleanup.
+pub async fn reconcile(mc: Arc<MeshConfig>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let name = mc.name_any();
+    let namespace = mc.namespace().unwrap_or_default();
+    let span = info_span!("reconcile", meshconfig = %name, namespace = %namespace);
+    async move {
+        let _timer = ctx.metrics.time_reconcile();
+        let api: Api<MeshConfig> = Api::namespaced(ctx.client.clone(), &namespace);
+        let result = finalizer(&api, FINALIZER, mc, |event| async {
+            match event {
+                FinalizerEvent::Apply(mc) => apply_meshconfig(&mc, &ctx).await,
+                FinalizerEvent::Cleanup(mc) => cleanup(&mc, &ctx).await,
+            }
+        })
+        .await
+        .or_else(|e| match e {
+            // The object vanished between cleanup and finalizer removal (a second, racing
+            // cleanup already removed it): nothing left to do.
+            kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(s))
+                if s.code == 404 =>
+            {
+                Ok(Action::await_change())
+            }
+            e => Err(ReconcileError::Finalizer(Box::new(e))),
+        });
+        let result_label = if result.is_ok() { "ok" } else { "error" };
+        ctx.metrics
+            .reconciles
+            .get_or_create(&ResultLabels {
+                result: result_label,
+            })
+            .inc();
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+/// Retry policy: count the error, log it, try again shortly.
+pub fn error_policy(mc: Arc<MeshConfig>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .errors
+        .get_or_create(&ErrorLabels {
+            reason: err.metric_label(),
+        })
+        .inc();
+    warn!(meshconfig = %mc.name_any(), error = %err, "reconcile failed; retrying");
+    Action::requeue(RETRY)
+}
+
+async fn publish(
+    ctx: &Context,
+    mc: &MeshConfig,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: action.to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &mc.object_ref(&())).await {
+        warn!(error = %e, reason, "could not publish Event");
+    }
+}
+
+async fn apply_meshconfig(mc: &MeshConfig, ctx: &Context) -> Result<Action, ReconcileError> {
+    let name = mc
+        .metadata
+        .name
+        .clone()
+        .ok_or(ReconcileError::MissingMetadata("name"))?;
+    let ns = ctx.settings.namespace.clone();
+    let revision = mc.spec.revision_name().to_string();
+
+    // Two MeshConfigs claiming one revision would overwrite each other's objects: the younger
+    // one is refused in status instead.
+    let t0 = std::time::Instant::now();
+    let all: Vec<Arc<MeshConfig>> = match ctx.store.get() {
+        // The controller's cache already holds every MeshConfig of the namespace.
+        Some(store) => store.state(),
+        None => {
+            let api: Api<MeshConfig> = Api::namespaced(ctx.client.clone(), &ns);
+            let list =
+                api.list(&ListParams::default())
+                    .await
+                    .map_err(|source| ReconcileError::List {
+                        namespace: ns.clone(),
+                        source,
+                    })?;
+            list.items.into_iter().map(Arc::new).collect()
+        }
+    };
+    if let Some(winner) = status::revision_conflict(mc, &all) {
+        let msg = format!(
+            "revision {revision:?} is already managed by MeshConfig {ns}/{winner}; nothing applied"
+        );
+        publish(
+            ctx,
+            mc,
+            EventType::Warning,
+            "RevisionConflict",
+            "Reconcile",
+            msg.clone(),
+        )
+        .await;
+        let outcome = Outcome {
+            revision,
+            blocked: Some(("RevisionConflict".into(), msg)),
+            ..Default::default()
+        };
+        write_status(ctx, mc, &name, &outcome).await?;
+        return Ok(Action::requeue(Duration::from_secs(30)));
+    }
+
+    // Certificates: issued here, or (cert-manager mode) left to cert-manager and its cainjector.
+    let (ca_bundle, ca_injection_from, next_check, not_after) = match &ctx.settings.cert {
+        CertSource::CertManager { certificate } => {
+            (String::new(), Some(certificate.clone()), None, None)
+        }
+        CertSource::Issue(target) => {
+            let plan = {
+                let _guard = ctx.cert_lock.lock().await;
+                certs::ensure(&ctx.client, target).await?
+            };
+            if plan.changed() {
+                let note = format!("webhook certificates updated: {}", plan.reasons.join("; "));
+                info!(%note);
+                publish(
+                    ctx,
+                    mc,
+                    EventType::Normal,
+                    "CertificatesUpdated",
+                    "Rotate",
+                    note,
+                )
+                .await;
+            }
+            let not_after = Timestamp::try_from(plan.serving_not_after).ok();
+            if let Some(t) = not_after {
+                ctx.metrics.cert_expiry.set(t.as_second());
+            }
+            (plan.bundle, None, Some(plan.next_check), not_after)
+        }
+    };
+
+    let render_ctx = RenderContext {
+        namespace: ns.clone(),
+        webhook: ctx.settings.webhook.clone(),
+        ca_bundle,
+        ca_injection_from,
+    };
+    let rendered = match render::render(mc, &render_ctx) {
+        Ok(r) => r,
+        Err(e) => {
+            // A spec the API server accepted but we cannot render: the user must fix it, so
+            // report it and wait for the next change rather than retrying hot.
+            let msg = e.to_string();
+            publish(
+                ctx,
+                mc,
+                EventType::Warning,
+                "InvalidSpec",
+                "Render",
+                msg.clone(),
+            )
+            .await;
+            let outcome = Outcome {
+                revision,
+                blocked: Some(("InvalidSpec".into(), msg)),
+                ..Default::default()
+            };
+            write_status(ctx, mc, &name, &outcome).await?;
+            return Ok(Action::requeue(RESYNC));
+        }
+    };
+
+    let t_certs = t0.elapsed();
+    let results = futures::future::join_all(
+        rendered
+            .objects
+            .iter()
+            .map(|(comp, obj)| async move { (*comp, obj, apply::apply(&ctx.client, obj).await) }),
+    )
+    .await;
+
+    let mut components: BTreeMap<String, ComponentStatus> = rendered
+        .components
+        .iter()
+        .map(|(c, enabled)| {
+            let state = if *enabled {
+                state::APPLIED
+            } else {
+                state::DISABLED
+            };
+            (
+                (*c).to_string(),
+                ComponentStatus {
+                    state: state.to_string(),
+                    message: String::new(),
+                },
+            )
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for (comp, obj, result) in results {
+        let entry = components.entry(comp.to_string()).or_default();
+        match result {
+            Ok((change, applied)) => {
+                if change != Change::Unchanged {
+                    record_change(ctx, mc, obj, change).await;
+                }
+                if let ManagedObject::Deployment(_) = obj
+                    && entry.state != state::FAILED
+                {
+                    let (available, msg) = apply::deployment_available(&applied);
+                    if !available {
+                        entry.state = state::PROGRESSING.into();
+                        entry.message = format!("{}: {msg}", obj.describe());
+                    } else if entry.state != state::PROGRESSING {
+                        entry.state = state::AVAILABLE.into();
+                        entry.message = msg;
+                    }
+                }
+            }
+            Err(e) => {
+                entry.state = state::FAILED.into();
+                entry.message = e.to_string();
+                publish(
+                    ctx,
+                    mc,
+                    EventType::Warning,
+                    "ApplyFailed",
+                    "Apply",
+                    e.to_string(),
+                )
+                .await;
+                failures.push(e);
+            }
+        }
+    }
+
+    let keep: Vec<(String, String)> = rendered
+        .objects
+        .iter()
+        .map(|(_, o)| (o.kind().to_string(), o.name().to_string()))
+        .collect();
+    let t_apply = t0.elapsed();
+    let prune_result = if failures.is_empty() {
+        apply::prune(&ctx.client, &name, &ns, &keep, false).await
+    } else {
+        Ok(Vec::new())
+    };
+
+    let outcome = Outcome {
+        revision,
+        access_log_file: rendered.effective.access_log_file.clone(),
+        components,
+        blocked: None,
+        certificate_not_after: not_after.map(|t| t.to_string()),
+    };
+    write_status(ctx, mc, &name, &outcome).await?;
+    let t_status = t0.elapsed();
+    debug!(
+        certs_ms = t_certs.as_millis() as u64,
+        applied_ms = t_apply.as_millis() as u64,
+        done_ms = t_status.as_millis() as u64,
+        "reconcile phases (cumulative)"
+    );
+
+    match prune_result {
+        Ok(removed) => {
+            for stale in removed {
+                ctx.metrics
+                    .object_changes
+                    .get_or_create(&ChangeLabels {
+                        kind: "stale",
+                        change: "pruned",
+                    })
+                    .inc();
+                publish(
+                    ctx,
+                    mc,
+                    EventType::Normal,
+                    "Pruned",
+                    "Prune",
+                    format!("deleted {}/{} (no longer rendered)", stale.kind, stale.name),
+                )
+                .await;
+            }
+        }
+        Err(e) => return Err(ReconcileError::Prune(Box::new(e))),
+    }
+    let total = rendered.objects.len();
+    let failed = failures.len();
+    if let Some(first) = failures.into_iter().next() {
+        return Err(ReconcileError::Apply {
+            failed,
+            total,
+            first: Box::new(first),
+        });
+    }
+    // Come back when the certificate is due, or at the regular resync, whichever is first.
+    let until_rotation = next_check
+        .map(|t| {
+            t.duration_since(SystemTime::now())
+                .unwrap_or(Duration::from_secs(1))
+        })
+        .unwrap_or(RESYNC);
+    Ok(Action::requeue(
+        until_rotation.clamp(Duration::from_secs(1), RESYNC),
+    ))
+}
+
+async fn record_change(ctx: &Context, mc: &MeshConfig, obj: &ManagedObject, change: Change) {
+    ctx.metrics
+        .object_changes
+        .get_or_create(&ChangeLabels {
+            kind: obj.kind(),
+            change: change.as_str(),
+        })
+        .inc();
+    let (reason, verb) = match change {
+        Change::Created => ("Created", "created"),
+        _ => ("Updated", "updated"),
+    };
+    debug!(object = %obj.describe(), change = change.as_str(), "applied");
+    publish(
+        ctx,
+        mc,
+        EventType::Normal,
+        reason,
+        "Apply",
+        format!("{verb} {}", obj.describe()),
+    )
+    .await;
+}
+
+async fn write_status(
+    ctx: &Context,
+    mc: &MeshConfig,
+    name: &str,
+    outcome: &Outcome,
+) -> Result<(), ReconcileError> {
+    let new = status::build(
+        mc.status.as_ref(),
+        mc.metadata.generation,
+        outcome,
+        Timestamp::now(),
+    );
+    if mc.status.as_ref() == Some(&new) {
+        return Ok(());
+    }
+    let api: Api<MeshConfig> = Api::namespaced(ctx.client.clone(), &ctx.settings.namespace);
+    let body = json!({
+        "apiVersion": MeshConfig::api_version(&()),
+        "kind": MeshConfig::kind(&()),
+        "status": new,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(|source| ReconcileError::Status {
+        name: name.to_string(),
+        source,
+    })?;
+    Ok(())
+}
+
+/// Removes what owner references cannot: the cluster-scoped MWC and ClusterRole/Binding.
+/// Namespaced objects are garbage-collected through their owner reference.
+async fn cleanup(mc: &MeshConfig, ctx: &Context) -> Result<Action, ReconcileError> {
+    let name = mc
+        .metadata
+        .name
+        .clone()
+        .ok_or(ReconcileError::MissingMetadata("name"))?;
+    let removed = apply::prune(&ctx.client, &name, &ctx.settings.namespace, &[], true)
+        .await
+        .map_err(|e| ReconcileError::Prune(Box::new(e)))?;
+    let list: Vec<String> = removed
+        .iter()
+        .map(|s| format!("{}/{}", s.kind, s.name))
+        .collect();
+    info!(removed = ?list, "cleaned up cluster-scoped objects");
+    publish(
+        ctx,
+        mc,
+        EventType::Normal,
+        "CleanedUp",
+        "Cleanup",
+        format!(
+            "deleted {}",
+            if list.is_empty() {
+                "nothing".into()
+            } else {
+                list.join(", ")
+            }
+        ),
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+/// Maps a labelled cluster-scoped object back to the MeshConfig that rendered it.
+fn owner_from_labels(obj: &impl ResourceExt, namespace: &str) -> Option<ObjectRef<MeshConfig>> {
+    let labels = obj.labels();
+    if labels.get(MESHCONFIG_NAMESPACE_LABEL).map(String::as_str) != Some(namespace) {
+        return None;
+    }
+    labels
+        .get(MESHCONFIG_LABEL)
+        .map(|n| ObjectRef::new(n).within(namespace))
+}
+
+fn all_meshconfigs(store: &Store<MeshConfig>) -> Vec<ObjectRef<MeshConfig>> {
+    store
+        .state()
+        .iter()
+        .map(|m| ObjectRef::from_obj(m.as_ref()))
+        .collect()
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let ns = ctx.settings.namespace.clone();
+    let managed =
+        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+    let controller = Controller::new(
+        Api::<MeshConfig>::namespaced(client.clone(), &ns),
+        watcher::Config::default().any_semantic(),
+    );
+    let store = controller.store();
+    let _ = ctx.store.set(store.clone());
+    let secret_store = store.clone();
+    let (ns1, ns2, ns3) = (ns.clone(), ns.clone(), ns.clone());
+    let mut controller = controller
+        .owns(
+            Api::<ConfigMap>::namespaced(client.clone(), &ns),
+            managed.clone(),
+        )
+        .owns(
+            Api::<Deployment>::namespaced(client.clone(), &ns),
+            managed.clone(),
+        )
+        .owns(
+            Api::<Service>::namespaced(client.clone(), &ns),
+            managed.clone(),
+        )
+        .owns(
+            Api::<ServiceAccount>::namespaced(client.clone(), &ns),
+            managed.clone(),
+        )
+        .owns(
+            Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns),
+            managed.clone(),
+        )
+        .owns(
+            Api::<Role>::namespaced(client.clone(), &ns),
+            managed.clone(),
+        )
+        .owns(
+            Api::<RoleBinding>::namespaced(client.clone(), &ns),
+            managed.clone(),
+        )
+        .watches(
+            Api::<MutatingWebhookConfiguration>::all(client.clone()),
+            managed.clone(),
+            move |o| owner_from_labels(&o, &ns1),
+        )
+        .watches(
+            Api::<ClusterRole>::all(client.clone()),
+            managed.clone(),
+            move |o| owner_from_labels(&o, &ns2),
+        )
+        .watches(
+            Api::<ClusterRoleBinding>::all(client.clone()),
+            managed.clone(),
+            move |o| owner_from_labels(&o, &ns3),
+        );
+    // The certificate Secrets are shared by all revisions: any change re-checks them all.
+    if let CertSource::Issue(target) = &ctx.settings.cert {
+        controller = controller.watches(
+            Api::<Secret>::namespaced(client.clone(), &target.namespace),
+            managed,
+            move |_| all_meshconfigs(&secret_store),
+        );
+    }
+    controller
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => debug!(meshconfig = %obj.name, "reconciled"),
+                Err(e) => debug!(error = %e, "reconcile loop error"),
+            }
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labelled_objects_map_to_their_meshconfig() {
+        let mut cr = ClusterRole::default();
+        cr.metadata.labels = Some(crate::render::names::common_labels(
+            "default",
+            "istio-system",
+            "default",
+        ));
+        let r = owner_from_labels(&cr, "istio-system").unwrap();
+        assert_eq!(r.name, "default");
+        assert_eq!(r.namespace.as_deref(), Some("istio-system"));
+        assert!(
+            owner_from_labels(&cr, "other").is_none(),
+            "another operator's object"
+        );
+        assert!(owner_from_labels(&ClusterRole::default(), "istio-system").is_none());
+    }
+
+    #[test]
+    fn error_labels_are_stable() {
+        let e = ReconcileError::MissingMetadata("name");
+        assert_eq!(e.metric_label(), "metadata");
+        let wrapped = ReconcileError::Finalizer(Box::new(
+            kube::runtime::finalizer::Error::ApplyFailed(ReconcileError::MissingMetadata("uid")),
+        ));
+        assert_eq!(wrapped.metric_label(), "metadata");
+    }
+}

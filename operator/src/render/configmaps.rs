@@ -1,0 +1,188 @@
+//! The two ConfigMaps read live: `istio[-rev]` key `mesh` (istiod) and `skjold-injector[-rev]`
+//! key `config` (the webhook). Neither reader needs a restart to pick up a change.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use serde_json::{Value, json};
+use skjold_webhook::config::{
+    CONFIG_KEY, CONFIG_MAP_LABEL, InjectorConfig, MeshSettings, ProxySettings, config_map_name,
+};
+
+use super::names;
+use super::{Input, ManagedObject, RenderError};
+use crate::crd::AccessLogEncoding;
+
+/// Key of the mesh ConfigMap that istiod reads.
+pub const MESH_KEY: &str = "mesh";
+
+/// MeshConfig YAML for istiod (Istio's field names and enum spellings).
+pub(crate) fn mesh_yaml(input: &Input<'_>) -> Result<String, RenderError> {
+    let mc = &input.spec.mesh_config;
+    let ns = input.ctx.namespace.as_str();
+    let mut default_config = mc.default_config.clone();
+    default_config
+        .entry("discoveryAddress")
+        .or_insert_with(|| json!(names::discovery_address(input.rev, ns)));
+    let encoding = match mc.access_log_encoding {
+        AccessLogEncoding::Text => "TEXT",
+        AccessLogEncoding::Json => "JSON",
+    };
+    let mesh = json!({
+        "accessLogFile": input.eff.access_log_file,
+        "accessLogEncoding": encoding,
+        "accessLogFormat": mc.access_log_format,
+        "outboundTrafficPolicy": {"mode": mc.outbound_traffic_policy.mode.as_str()},
+        "enableTracing": mc.enable_tracing,
+        "enablePrometheusMerge": true,
+        "rootNamespace": ns,
+        "trustDomain": "cluster.local",
+        "defaultConfig": Value::Object(default_config),
+    });
+    serde_yaml_ng::to_string(&mesh).map_err(|source| RenderError::Serialize {
+        what: "mesh config",
+        source,
+    })
+}
+
+pub(crate) fn mesh(input: &Input<'_>) -> Result<ManagedObject, RenderError> {
+    Ok(ManagedObject::ConfigMap(ConfigMap {
+        metadata: input.meta(names::mesh_config_map(input.rev), &[("app", "istiod")]),
+        data: Some(BTreeMap::from([
+            (MESH_KEY.to_string(), mesh_yaml(input)?),
+            ("meshNetworks".to_string(), "networks: {}\n".to_string()),
+        ])),
+        ..Default::default()
+    }))
+}
+
+/// The webhook's [`InjectorConfig`] for this revision.
+pub(crate) fn injector_config(input: &Input<'_>) -> Result<InjectorConfig, RenderError> {
+    let spec = input.spec;
+    let ns = input.ctx.namespace.as_str();
+    let default_config = spec.mesh_config.default_config.clone();
+    // ProxyConfig's own holdApplicationUntilProxyStarts means the same as the proxy setting.
+    let hold_from_proxy_config = default_config
+        .get("holdApplicationUntilProxyStarts")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let cfg = InjectorConfig {
+        revision: input.rev.to_string(),
+        policy: spec.injection.policy,
+        never_inject_selector: spec.injection.never_inject_selector.clone(),
+        always_inject_selector: spec.injection.always_inject_selector.clone(),
+        injected_annotations: BTreeMap::new(),
+        proxy: ProxySettings {
+            image: input.eff.proxy_image.clone(),
+            resources: input.eff.proxy_resources.clone(),
+            hold_application_until_proxy_starts: spec.proxy.hold_application_until_proxy_starts
+                || hold_from_proxy_config,
+            native_sidecar: spec.proxy.native_sidecar,
+            ..ProxySettings::default()
+        },
+        mesh: MeshSettings {
+            control_plane_namespace: ns.to_string(),
+            discovery_address: names::discovery_address(input.rev, ns),
+            default_config,
+            ..MeshSettings::default()
+        },
+    };
+    cfg.validate().map_err(|e| RenderError::InvalidField {
+        field: "spec.proxy",
+        value: cfg.proxy.image.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(cfg)
+}
+
+pub(crate) fn injector(input: &Input<'_>) -> Result<ManagedObject, RenderError> {
+    let cfg = injector_config(input)?;
+    let yaml = serde_yaml_ng::to_string(&cfg).map_err(|source| RenderError::Serialize {
+        what: "injector config",
+        source,
+    })?;
+    Ok(ManagedObject::ConfigMap(ConfigMap {
+        metadata: input.meta(config_map_name(input.rev), &[(CONFIG_MAP_LABEL, "true")]),
+        data: Some(BTreeMap::from([(CONFIG_KEY.to_string(), yaml)])),
+        ..Default::default()
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{ctx, meshconfig};
+    use super::super::{ManagedObject, render};
+    use crate::crd::{OutboundMode, Profile};
+    use skjold_webhook::config::{InjectionPolicy, InjectorConfig};
+
+    fn config_map(mc: &crate::crd::MeshConfig, name: &str, key: &str) -> String {
+        let r = render(mc, &ctx()).unwrap();
+        r.objects
+            .iter()
+            .find_map(|(_, o)| match o {
+                ManagedObject::ConfigMap(cm) if o.name() == name => {
+                    cm.data.as_ref()?.get(key).cloned()
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no {name}/{key}"))
+    }
+
+    #[test]
+    fn mesh_config_carries_access_log_and_outbound_mode() {
+        let mut mc = meshconfig(Profile::Default, "");
+        mc.spec.mesh_config.access_log_file = Some("/dev/stdout".into());
+        mc.spec.mesh_config.outbound_traffic_policy.mode = OutboundMode::RegistryOnly;
+        let mesh: serde_json::Value =
+            serde_yaml_ng::from_str(&config_map(&mc, "istio", "mesh")).unwrap();
+        assert_eq!(mesh["accessLogFile"], "/dev/stdout");
+        assert_eq!(mesh["outboundTrafficPolicy"]["mode"], "REGISTRY_ONLY");
+        assert_eq!(
+            mesh["defaultConfig"]["discoveryAddress"],
+            "istiod.istio-system.svc:15012"
+        );
+        assert_eq!(mesh["rootNamespace"], "istio-system");
+    }
+
+    #[test]
+    fn user_discovery_address_is_kept() {
+        let mut mc = meshconfig(Profile::Default, "");
+        mc.spec
+            .mesh_config
+            .default_config
+            .insert("discoveryAddress".into(), "ext:15012".into());
+        let mesh: serde_json::Value =
+            serde_yaml_ng::from_str(&config_map(&mc, "istio", "mesh")).unwrap();
+        assert_eq!(mesh["defaultConfig"]["discoveryAddress"], "ext:15012");
+    }
+
+    #[test]
+    fn injector_config_round_trips_and_maps_spec() {
+        let mut mc = meshconfig(Profile::Demo, "canary");
+        mc.spec.injection.policy = InjectionPolicy::Disabled;
+        mc.spec.proxy.native_sidecar = true;
+        mc.spec
+            .mesh_config
+            .default_config
+            .insert("holdApplicationUntilProxyStarts".into(), true.into());
+        let text = config_map(&mc, "skjold-injector-canary", "config");
+        let cfg = InjectorConfig::from_yaml(&text).unwrap();
+        assert_eq!(cfg.revision, "canary");
+        assert_eq!(cfg.policy, InjectionPolicy::Disabled);
+        assert!(cfg.proxy.native_sidecar);
+        assert!(cfg.proxy.hold_application_until_proxy_starts);
+        assert_eq!(cfg.proxy.resources.requests.cpu, "10m");
+        assert_eq!(
+            cfg.mesh.discovery_address,
+            "istiod-canary.istio-system.svc:15012"
+        );
+    }
+
+    #[test]
+    fn empty_proxy_image_is_refused() {
+        let mut mc = meshconfig(Profile::Default, "");
+        mc.spec.proxy.image = Some("  ".into());
+        let err = render(&mc, &ctx()).unwrap_err();
+        assert!(err.to_string().contains("spec.proxy"), "{err}");
+    }
+}

@@ -1,0 +1,235 @@
+//! Process wiring shared by `skjold-operator run` and in-process tests: install the CRD, serve
+//! metrics, win the Lease, run the controller, and step down cleanly.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::wait::{await_condition, conditions};
+use tracing::{error, info};
+
+use crate::certs::{CertPolicy, CertTarget, CertsError, SubjectNames};
+use crate::crd::MeshConfig;
+use crate::leader::{LeaderElector, LeaderError, LeaseConfig};
+use crate::metrics::Metrics;
+use crate::reconcile::{self, CertSource, Context, Settings};
+use crate::render::WebhookTarget;
+use crate::render::names::FIELD_MANAGER;
+
+/// Everything `run` needs (the CLI flags of `skjold-operator run`).
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub namespace: String,
+    pub webhook_service: String,
+    pub webhook_namespace: String,
+    pub webhook_url: Option<String>,
+    pub cert_secret: String,
+    /// cert-manager mode (`namespace/name` of a Certificate): no issuing, CA injected by cert-manager.
+    pub cert_manager_certificate: Option<String>,
+    pub metrics_addr: Option<SocketAddr>,
+    pub leader_election: bool,
+    pub lease_name: String,
+    pub manage_crd: bool,
+    /// Identity in the Lease and in Events (pod name plus a unique suffix).
+    pub identity: String,
+    pub cert_policy: CertPolicy,
+}
+
+/// Why the operator stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("could not apply the MeshConfig CRD: {0}")]
+    Crd(#[source] Box<kube::Error>),
+    #[error("the MeshConfig CRD did not become Established within {0:?}")]
+    CrdNotEstablished(Duration),
+    #[error(transparent)]
+    Certs(#[from] CertsError),
+    #[error("--cert-manager-certificate {0:?} must be <namespace>/<name>")]
+    CertManagerCertificate(String),
+    #[error("metrics server on {addr} failed: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("lost leadership: {0}")]
+    LostLease(#[source] LeaderError),
+}
+
+impl RunConfig {
+    /// Controller settings derived from the flags.
+    pub fn settings(&self) -> Result<Settings, RunError> {
+        let webhook = match &self.webhook_url {
+            Some(url) => WebhookTarget::Url(url.clone()),
+            None => WebhookTarget::Service {
+                name: self.webhook_service.clone(),
+                namespace: self.webhook_namespace.clone(),
+            },
+        };
+        let names = SubjectNames::for_webhook(
+            &self.webhook_service,
+            &self.webhook_namespace,
+            self.webhook_url.as_deref(),
+        )?;
+        let cert = match &self.cert_manager_certificate {
+            Some(c) => {
+                let valid = c.split_once('/').is_some_and(|(ns, name)| {
+                    !ns.is_empty() && !name.is_empty() && !name.contains('/')
+                });
+                if !valid {
+                    return Err(RunError::CertManagerCertificate(c.clone()));
+                }
+                CertSource::CertManager {
+                    certificate: c.clone(),
+                }
+            }
+            None => CertSource::Issue(CertTarget {
+                namespace: self.webhook_namespace.clone(),
+                secret: self.cert_secret.clone(),
+                names,
+                policy: self.cert_policy.clone(),
+            }),
+        };
+        Ok(Settings {
+            namespace: self.namespace.clone(),
+            webhook,
+            cert,
+        })
+    }
+}
+
+/// Server-side applies the MeshConfig CRD and waits until the API server serves it.
+pub async fn install_crd(client: &kube::Client) -> Result<(), RunError> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = MeshConfig::crd();
+    let name = MeshConfig::crd_name();
+    api.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .map_err(|e| RunError::Crd(Box::new(e)))?;
+    let timeout = Duration::from_secs(30);
+    tokio::time::timeout(
+        timeout,
+        await_condition(api, name, conditions::is_crd_established()),
+    )
+    .await
+    .map_err(|_| RunError::CrdNotEstablished(timeout))?
+    .map_err(|_| RunError::CrdNotEstablished(timeout))?;
+    Ok(())
+}
+
+/// Runs the operator until `shutdown` resolves (Ok) or leadership is lost (Err: the process
+/// should exit so that it restarts as a follower and never reconciles concurrently).
+pub async fn run(
+    client: kube::Client,
+    cfg: RunConfig,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let shutdown = shutdown.boxed().shared();
+    let settings = cfg.settings()?;
+    if let Some(addr) = cfg.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| RunError::Metrics { addr, source })?;
+        let router = crate::metrics::router(metrics.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                error!(error = %e, "metrics server stopped");
+            }
+        });
+        info!(%addr, "serving /metrics, /healthz, /readyz");
+    }
+    if cfg.manage_crd {
+        install_crd(&client).await?;
+        info!("MeshConfig CRD applied and established");
+    }
+    // Followers are ready too: they serve health and metrics and stand by for the Lease.
+    metrics.set_ready(true);
+
+    let elector = cfg.leader_election.then(|| {
+        LeaderElector::new(
+            client.clone(),
+            LeaseConfig::new(&cfg.namespace, &cfg.lease_name, &cfg.identity),
+        )
+    });
+    if let Some(elector) = &elector {
+        info!(lease = %cfg.lease_name, identity = %cfg.identity, "waiting for leadership");
+        tokio::select! {
+            _ = elector.acquire() => {}
+            _ = shutdown.clone() => return Ok(()),
+        }
+    }
+    metrics.leader.set(1);
+
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        settings,
+        metrics.clone(),
+        Some(cfg.identity.clone()),
+    ));
+    let controller = reconcile::run(ctx, shutdown.clone());
+    let result = match &elector {
+        Some(elector) => tokio::select! {
+            _ = controller => Ok(()),
+            lost = elector.hold() => Err(RunError::LostLease(lost)),
+        },
+        None => {
+            controller.await;
+            Ok(())
+        }
+    };
+    metrics.leader.set(0);
+    if let (Some(elector), Ok(())) = (&elector, &result) {
+        elector.release().await;
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> RunConfig {
+        RunConfig {
+            namespace: "istio-system".into(),
+            webhook_service: "skjold-webhook".into(),
+            webhook_namespace: "istio-system".into(),
+            webhook_url: None,
+            cert_secret: "skjold-webhook-tls".into(),
+            cert_manager_certificate: None,
+            metrics_addr: None,
+            leader_election: true,
+            lease_name: "skjold-operator".into(),
+            manage_crd: true,
+            identity: "test".into(),
+            cert_policy: CertPolicy::default(),
+        }
+    }
+
+    #[test]
+    fn settings_pick_cert_source_and_target() {
+        let s = cfg().settings().unwrap();
+        assert!(matches!(&s.cert, CertSource::Issue(t) if t.secret == "skjold-webhook-tls"));
+        assert!(matches!(s.webhook, WebhookTarget::Service { .. }));
+
+        let mut c = cfg();
+        c.cert_manager_certificate = Some("istio-system/skjold-webhook".into());
+        c.webhook_url = Some("https://10.0.0.1:15017/inject".into());
+        let s = c.settings().unwrap();
+        assert!(matches!(s.cert, CertSource::CertManager { .. }));
+        assert!(matches!(s.webhook, WebhookTarget::Url(_)));
+
+        c.cert_manager_certificate = Some("no-slash".into());
+        let err = c.settings().unwrap_err();
+        assert!(err.to_string().contains("no-slash"), "{err}");
+    }
+}
