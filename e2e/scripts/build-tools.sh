@@ -7,8 +7,18 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=../versions.env
 . "$here/versions.env"
 cache=${SKJOLD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/skjold}
-bin="$cache/bin/k8s-$KUBERNETES_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION"
+# Bump RECIPE when the way the binaries are built changes, so stale caches are not reused
+# (r2: Kubernetes binaries carry their real version; r1 reported v0.0.0-master).
+RECIPE=r2
+bin="$cache/bin/k8s-$KUBERNETES_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION-$RECIPE"
 mkdir -p "$bin"
+# One builder at a time: concurrent runs (parallel test binaries, several shells) wait here
+# instead of racing on the same output files.
+exec 9>"$bin/.lock"
+if ! flock -n 9; then
+  echo "build-tools: another build is running; waiting for it..." >&2
+  flock 9
+fi
 
 command -v go >/dev/null || { echo "build-tools: Go is required (https://go.dev/dl); not found on PATH" >&2; exit 1; }
 
@@ -20,12 +30,24 @@ check_pin kubernetes k8s.io/kubernetes "$KUBERNETES_VERSION"
 check_pin etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
 check_pin helm helm.sh/helm/v3 "$HELM_VERSION"
 
+# Kubernetes stamps its version at link time (hack/lib/version.sh); without it the binaries
+# report v0.0.0-master and version checks (Helm's kubeVersion, kubectl skew) fail.
+k8s_minor=${KUBERNETES_VERSION#v*.}; k8s_minor=${k8s_minor%%.*}
+k8s_major=${KUBERNETES_VERSION#v}; k8s_major=${k8s_major%%.*}
+k8s_ldflags=""
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  k8s_ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=$k8s_major -X $pkg.gitMinor=$k8s_minor"
+  k8s_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+done
+
 build() { # output name, module dir, package
   local out="$bin/$1"
   if [ -x "$out" ]; then return 0; fi
   echo "build-tools: building $1 from $3 (first time only; this takes a few minutes)..." >&2
   local start=$SECONDS
-  (cd "$here/tools/$2" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags='-s -w' -o "$out.tmp" "$3") >&2
+  local ldflags='-s -w'
+  if [ "$2" = kubernetes ]; then ldflags+="$k8s_ldflags"; fi
+  (cd "$here/tools/$2" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags="$ldflags" -o "$out.tmp" "$3") >&2
   mv "$out.tmp" "$out"
   echo "build-tools: $1 built in $((SECONDS - start))s" >&2
 }

@@ -1,0 +1,457 @@
+//! A real control plane on loopback: etcd, kube-apiserver and kube-controller-manager as
+//! supervised local processes, with generated certificates and an admin kubeconfig.
+//!
+//! There is no kubelet and no scheduler: Deployments get ReplicaSets and Pods (through the real
+//! admission chain, webhooks included), and the Pods stay Pending. That is all the webhook needs.
+
+use std::future::Future;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::Api;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+use crate::pki::{ClusterPki, write_file};
+use crate::proc::{Proc, log_tail};
+use crate::tools::tools_bin_dir;
+use crate::wait::{Poll, free_port, wait_for};
+
+/// How long each control-plane component may take to become ready on a slow, shared machine.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What to start.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterOptions {
+    /// Keep state (certs, etcd data, logs) here instead of a fresh temporary directory; it is
+    /// not removed on shutdown.
+    pub state_dir: Option<PathBuf>,
+    /// Keep the temporary state directory after shutdown (for debugging; also `SKJOLD_E2E_KEEP=1`).
+    pub keep_state: bool,
+}
+
+/// A running local cluster (or an attached existing one, see [`Cluster::shared`]).
+#[derive(Debug)]
+pub struct Cluster {
+    dir: PathBuf,
+    temp: Mutex<Option<tempfile::TempDir>>,
+    kubeconfig: PathBuf,
+    bin_dir: PathBuf,
+    pki: Option<ClusterPki>,
+    apiserver_port: Option<u16>,
+    /// Started in dependency order; stopped in reverse.
+    procs: Mutex<Vec<Proc>>,
+    log_seq: AtomicUsize,
+}
+
+impl Cluster {
+    /// The cluster of this test process: attaches to `$SKJOLD_E2E_KUBECONFIG` when set, otherwise
+    /// starts one (once per process). Its processes die with the process; its temporary state is
+    /// removed at exit unless `SKJOLD_E2E_KEEP=1`.
+    pub fn shared() -> Result<&'static Cluster> {
+        static SHARED: OnceLock<Result<Cluster, String>> = OnceLock::new();
+        let cluster = SHARED.get_or_init(|| {
+            let started = match std::env::var_os("SKJOLD_E2E_KUBECONFIG") {
+                Some(path) => Cluster::attach(PathBuf::from(path)),
+                None => block_on_fresh_runtime(Cluster::start(ClusterOptions::default())),
+            };
+            started.map_err(|e| format!("{e:#}"))
+        });
+        match cluster {
+            Ok(c) => {
+                c.remove_state_at_exit();
+                Ok(c)
+            }
+            Err(e) => Err(anyhow!("local cluster unavailable: {e}")),
+        }
+    }
+
+    /// Uses an existing cluster through `kubeconfig`; nothing is started or stopped.
+    pub fn attach(kubeconfig: PathBuf) -> Result<Cluster> {
+        if !kubeconfig.is_file() {
+            bail!("kubeconfig {} does not exist", kubeconfig.display());
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("skjold-e2e-attached-")
+            .tempdir()
+            .context("creating a log directory")?;
+        std::fs::create_dir_all(dir.path().join("logs")).context("creating the logs directory")?;
+        Ok(Cluster {
+            dir: dir.path().to_path_buf(),
+            temp: Mutex::new(Some(dir)),
+            kubeconfig,
+            bin_dir: tools_bin_dir()?,
+            pki: None,
+            apiserver_port: None,
+            procs: Mutex::new(Vec::new()),
+            log_seq: AtomicUsize::new(0),
+        })
+    }
+
+    /// Starts etcd, kube-apiserver and kube-controller-manager on free loopback ports and waits
+    /// until the API server is ready and the controller manager has created the `default`
+    /// ServiceAccount. On error everything started so far is stopped again.
+    pub async fn start(opts: ClusterOptions) -> Result<Cluster> {
+        let bin_dir = tools_bin_dir()?;
+        let (dir, temp) = match &opts.state_dir {
+            Some(d) => {
+                std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+                (d.clone(), None)
+            }
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("skjold-cluster-")
+                    .tempdir()
+                    .context("creating the cluster state directory")?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        let keep = opts.keep_state || std::env::var_os("SKJOLD_E2E_KEEP").is_some();
+        let temp = if keep {
+            temp.map(tempfile::TempDir::keep);
+            None
+        } else {
+            temp
+        };
+        std::fs::create_dir_all(dir.join("logs")).context("creating the logs directory")?;
+        let pki = ClusterPki::write(&dir.join("pki"))?;
+        let apiserver_port = free_port();
+        let kubeconfig = dir.join("kubeconfig");
+        write_file(&kubeconfig, &pki.kubeconfig_yaml(apiserver_port), true)?;
+        let cluster = Cluster {
+            dir,
+            temp: Mutex::new(temp),
+            kubeconfig,
+            bin_dir,
+            pki: Some(pki),
+            apiserver_port: Some(apiserver_port),
+            procs: Mutex::new(Vec::new()),
+            log_seq: AtomicUsize::new(0),
+        };
+        if let Err(e) = cluster.boot().await {
+            let logs = cluster.log_tails(30);
+            cluster.shutdown();
+            return Err(e.context(format!("starting the local cluster failed; logs:\n{logs}")));
+        }
+        Ok(cluster)
+    }
+
+    async fn boot(&self) -> Result<()> {
+        let pki = self
+            .pki
+            .as_ref()
+            .ok_or_else(|| anyhow!("no PKI for a started cluster"))?;
+        let port = self
+            .apiserver_port
+            .ok_or_else(|| anyhow!("no API server port"))?;
+        let (etcd_client, etcd_peer) = (free_port(), free_port());
+        let mut etcd = Command::new(self.bin_dir.join("etcd"));
+        etcd.args([
+            "--name=default",
+            &format!("--data-dir={}", self.dir.join("etcd").display()),
+            &format!("--listen-client-urls=http://127.0.0.1:{etcd_client}"),
+            &format!("--advertise-client-urls=http://127.0.0.1:{etcd_client}"),
+            &format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"),
+            &format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"),
+            &format!("--initial-cluster=default=http://127.0.0.1:{etcd_peer}"),
+            // Throw-away data: durability buys nothing and fsync dominates on slow disks.
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+        ]);
+        self.spawn("etcd", etcd)?;
+        self.wait_tcp("etcd", etcd_client).await?;
+
+        let p = |path: &Path| path.display().to_string();
+        let mut apiserver = Command::new(self.bin_dir.join("kube-apiserver"));
+        apiserver.args([
+            format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
+            format!("--secure-port={port}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            format!("--cert-dir={}", self.dir.join("apiserver").display()),
+            format!("--tls-cert-file={}", p(&pki.apiserver_cert)),
+            format!("--tls-private-key-file={}", p(&pki.apiserver_key)),
+            format!("--client-ca-file={}", p(&pki.ca_cert)),
+            format!("--service-account-key-file={}", p(&pki.sa_pub)),
+            format!("--service-account-signing-key-file={}", p(&pki.sa_key)),
+            "--service-account-issuer=https://kubernetes.default.svc".into(),
+            "--authorization-mode=RBAC".into(),
+            "--service-cluster-ip-range=10.96.0.0/16".into(),
+            "--allow-privileged=true".into(),
+            // A loopback address is not a valid Endpoints address; nothing routes to it anyway.
+            "--endpoint-reconciler-type=none".into(),
+            "--profiling=false".into(),
+        ]);
+        self.spawn("kube-apiserver", apiserver)?;
+        self.wait_apiserver_ready().await?;
+
+        let mut kcm = Command::new(self.bin_dir.join("kube-controller-manager"));
+        let kcm_port = free_port();
+        kcm.args([
+            format!("--kubeconfig={}", p(&self.kubeconfig)),
+            format!("--authentication-kubeconfig={}", p(&self.kubeconfig)),
+            format!("--authorization-kubeconfig={}", p(&self.kubeconfig)),
+            format!("--service-account-private-key-file={}", p(&pki.sa_key)),
+            format!("--root-ca-file={}", p(&pki.ca_cert)),
+            "--use-service-account-credentials=false".into(),
+            "--leader-elect=false".into(),
+            "--bind-address=127.0.0.1".into(),
+            format!("--secure-port={kcm_port}"),
+            format!("--cert-dir={}", self.dir.join("kcm").display()),
+            "--controllers=*".into(),
+        ]);
+        self.spawn("kube-controller-manager", kcm)?;
+        let client = self.client().await?;
+        let sas: Api<ServiceAccount> = Api::namespaced(client, "default");
+        wait_for(
+            "kube-controller-manager to create ServiceAccount default/default",
+            READY_TIMEOUT,
+            || {
+                let sas = sas.clone();
+                async move {
+                    if let Err(e) = self.check_processes() {
+                        return Poll::Pending(format!("{e:#}"));
+                    }
+                    match sas.get_opt("default").await {
+                        Ok(Some(_)) => Poll::Ready(()),
+                        Ok(None) => Poll::Pending("not created yet".into()),
+                        Err(e) => Poll::Pending(e.to_string()),
+                    }
+                }
+            },
+        )
+        .await?;
+        tracing::info!(kubeconfig = %self.kubeconfig.display(), "local cluster ready");
+        Ok(())
+    }
+
+    fn spawn(&self, name: &str, cmd: Command) -> Result<()> {
+        let proc = Proc::spawn(name, cmd, &self.log_path(name))?;
+        self.procs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(proc);
+        Ok(())
+    }
+
+    /// A fresh log file path for a process called `name` in this cluster's log directory.
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        let n = self.log_seq.fetch_add(1, Ordering::Relaxed);
+        self.dir.join("logs").join(format!("{n:02}-{name}.log"))
+    }
+
+    /// Errors (with the log tail) if a control-plane process has exited.
+    pub fn check_processes(&self) -> Result<()> {
+        let mut procs = self.procs.lock().unwrap_or_else(|p| p.into_inner());
+        for p in procs.iter_mut() {
+            p.check_running()?;
+        }
+        Ok(())
+    }
+
+    async fn wait_tcp(&self, what: &str, port: u16) -> Result<()> {
+        wait_for(
+            &format!("{what} to listen on 127.0.0.1:{port}"),
+            READY_TIMEOUT,
+            || async move {
+                if let Err(e) = self.check_processes() {
+                    return Poll::Pending(format!("{e:#}"));
+                }
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .map(drop)
+                    .into()
+            },
+        )
+        .await
+    }
+
+    async fn wait_apiserver_ready(&self) -> Result<()> {
+        let client = self.client().await?;
+        wait_for("kube-apiserver /readyz", READY_TIMEOUT, || {
+            let client = client.clone();
+            async move {
+                if let Err(e) = self.check_processes() {
+                    return Poll::Pending(format!("{e:#}"));
+                }
+                match raw_get(&client, "/readyz").await {
+                    Ok(body) if body.trim() == "ok" => Poll::Ready(()),
+                    Ok(body) => Poll::Pending(body),
+                    Err(e) => Poll::Pending(format!("{e:#}")),
+                }
+            }
+        })
+        .await
+    }
+
+    /// A new admin client bound to the caller's tokio runtime.
+    pub async fn client(&self) -> Result<Client> {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)
+            .with_context(|| format!("reading kubeconfig {}", self.kubeconfig.display()))?;
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .context("loading the kubeconfig")?;
+        Client::try_from(config).context("building the Kubernetes client")
+    }
+
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// etcd, kube-apiserver, kube-controller-manager, kubectl and helm live here.
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin_dir
+    }
+
+    /// The state directory (pki/, logs/, etcd/, kubeconfig).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The PEM of the cluster CA, when this harness started the cluster.
+    pub fn ca_cert_path(&self) -> Option<&Path> {
+        self.pki.as_ref().map(|p| p.ca_cert.as_path())
+    }
+
+    /// `https://127.0.0.1:<port>` of a started cluster.
+    pub fn apiserver_url(&self) -> Option<String> {
+        self.apiserver_port
+            .map(|p| format!("https://127.0.0.1:{p}"))
+    }
+
+    /// Runs `kubectl --kubeconfig <ours> <args>` and returns its output whatever the exit status.
+    pub fn kubectl(&self, args: &[&str]) -> Result<Output> {
+        self.kubectl_with_stdin(args, None)
+    }
+
+    /// A `kubectl --kubeconfig <ours>` command to add arguments and environment to (e.g.
+    /// `KUBE_EDITOR` for a scripted `kubectl edit`).
+    pub fn kubectl_command(&self) -> Command {
+        let mut cmd = Command::new(self.bin_dir.join("kubectl"));
+        cmd.arg("--kubeconfig").arg(&self.kubeconfig);
+        cmd
+    }
+
+    /// Like [`Cluster::kubectl`], feeding `stdin` (e.g. `apply -f -`).
+    pub fn kubectl_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Result<Output> {
+        let mut cmd = self.kubectl_command();
+        cmd.args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().context("running kubectl")?;
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(input.as_bytes())
+                .context("writing kubectl stdin")?;
+        }
+        child.wait_with_output().context("waiting for kubectl")
+    }
+
+    /// kubectl that must succeed: returns stdout, or an error with the command and its stderr.
+    pub fn kubectl_ok(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
+        let out = self.kubectl_with_stdin(args, stdin)?;
+        if !out.status.success() {
+            bail!(
+                "kubectl {} failed ({}): {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `kubectl apply -f -` of a YAML document (stream).
+    pub fn apply_yaml(&self, yaml: &str) -> Result<String> {
+        self.kubectl_ok(&["apply", "-f", "-"], Some(yaml))
+    }
+
+    /// The tails of every log in this cluster's log directory (control plane and anything
+    /// started through [`Cluster::log_path`]), newest last.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.join("logs"))
+            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+            .iter()
+            .map(|f| format!("==> {} <==\n{}\n", f.display(), log_tail(f, lines)))
+            .collect()
+    }
+
+    /// Stops the control plane (reverse start order, SIGTERM then SIGKILL) and removes the
+    /// temporary state. Idempotent; also run on drop.
+    pub fn shutdown(&self) {
+        let mut procs = std::mem::take(&mut *self.procs.lock().unwrap_or_else(|p| p.into_inner()));
+        while let Some(mut p) = procs.pop() {
+            p.stop(Duration::from_secs(10));
+        }
+        drop(self.temp.lock().unwrap_or_else(|p| p.into_inner()).take());
+    }
+
+    /// A static cluster is never dropped: remove its temporary state from an `atexit` hook.
+    fn remove_state_at_exit(&'static self) {
+        static REGISTERED: OnceLock<()> = OnceLock::new();
+        static DIR: OnceLock<PathBuf> = OnceLock::new();
+        extern "C" fn remove_dir() {
+            if let Some(dir) = DIR.get() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+        REGISTERED.get_or_init(|| {
+            let temp = self.temp.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(t) = temp.as_ref() {
+                let _ = DIR.set(t.path().to_path_buf());
+                // SAFETY: registering a plain extern "C" fn.
+                unsafe {
+                    libc::atexit(remove_dir);
+                }
+            }
+        });
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// GET a raw API server path (e.g. `/readyz`, `/metrics`) with the admin client.
+pub async fn raw_get(client: &Client, path: &str) -> Result<String> {
+    let req = http::Request::get(path)
+        .body(Vec::new())
+        .with_context(|| format!("building GET {path}"))?;
+    client
+        .request_text(req)
+        .await
+        .with_context(|| format!("GET {path}"))
+}
+
+/// Runs `fut` to completion on a new thread with its own runtime, so synchronous callers (also
+/// those already inside another runtime) can wait for async setup.
+pub fn block_on_fresh_runtime<F>(fut: F) -> F::Output
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("building a tokio runtime: {e}"))
+            .block_on(fut)
+    })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}

@@ -1,0 +1,334 @@
+//! End-to-end injection through the real admission path: a local kube-apiserver calls
+//! `skjold-webhook` (URL mode) as configured by `skjold-operator`; every assertion is on the
+//! object the API server stored or on the error it returned.
+//!
+//! Run: `cargo test -p skjold-e2e --test webhook -- --test-threads=1` (see docs/e2e.md).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, ensure};
+use futures::{StreamExt, stream};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
+use kube::api::{Api, DeleteParams, PostParams};
+use skjold_e2e::k8s::{
+    self, INIT, PROXY, api_message, container, container_names, create_namespace, create_pod,
+    delete_namespace, is_injected, pod, resources,
+};
+use skjold_e2e::metrics::histogram;
+use skjold_e2e::{Mesh, raw_get};
+
+const INJECT_LABEL: &str = "sidecar.istio.io/inject";
+
+/// The stored pod has the proxy and init containers, with the app container still first.
+fn assert_injected(p: &Pod, what: &str) -> Result<()> {
+    let (containers, init) = container_names(p);
+    ensure!(
+        containers.first().map(String::as_str) == Some("app"),
+        "{what}: app container must stay first, got {containers:?}"
+    );
+    ensure!(
+        containers.iter().any(|c| c == PROXY) || init.iter().any(|c| c == PROXY),
+        "{what}: expected {PROXY}, got containers {containers:?} init {init:?}"
+    );
+    ensure!(
+        init.iter().any(|c| c == INIT),
+        "{what}: expected init container {INIT}, got {init:?}"
+    );
+    Ok(())
+}
+
+fn assert_not_injected(p: &Pod, what: &str) -> Result<()> {
+    let (containers, init) = container_names(p);
+    ensure!(
+        containers == ["app"] && init.is_empty(),
+        "{what}: expected the pod untouched, got containers {containers:?} init {init:?}"
+    );
+    Ok(())
+}
+
+async fn created(client: &Client, ns: &str, p: &Pod) -> Result<Pod> {
+    let name = p.metadata.name.clone().unwrap_or_default();
+    create_pod(client, ns, p)
+        .await
+        .map_err(|e| anyhow!("creating pod {ns}/{name}: {}", api_message(&e)))
+}
+
+/// Scenario 1: which pods get the sidecar, decided by namespace and pod labels.
+#[tokio::test]
+async fn injection_follows_namespace_and_pod_labels() -> Result<()> {
+    let mesh = Mesh::shared()?;
+    let client = mesh.cluster().client().await?;
+    let on = create_namespace(&client, "s1-on", &[("istio-injection", "enabled")]).await?;
+    let plain = create_namespace(&client, "s1-plain", &[]).await?;
+    let disabled = create_namespace(&client, "s1-off", &[("istio-injection", "disabled")]).await?;
+    let result = mesh
+        .with_logs(async {
+            // Labeled namespace: a bare Pod and a Deployment's Pods.
+            let p = created(&client, &on, &pod("bare", &[], &[])).await?;
+            assert_injected(&p, "pod in istio-injection=enabled namespace")?;
+
+            let d = k8s::deployment("web", 2, &[])?;
+            Api::<Deployment>::namespaced(client.clone(), &on)
+                .create(&PostParams::default(), &d)
+                .await
+                .context("creating Deployment web")?;
+            let pods = k8s::wait_for_pods(&client, &on, "web", 2).await?;
+            for p in &pods {
+                assert_injected(p, "Deployment pod in labeled namespace")?;
+            }
+
+            // Unlabeled and disabled namespaces are left alone.
+            let p = created(&client, &plain, &pod("bare", &[], &[])).await?;
+            assert_not_injected(&p, "pod in unlabeled namespace")?;
+            let p = created(&client, &disabled, &pod("bare", &[], &[])).await?;
+            assert_not_injected(&p, "pod in istio-injection=disabled namespace")?;
+
+            // Pod-level opt-in and opt-out.
+            let p = created(
+                &client,
+                &plain,
+                &pod("optin", &[(INJECT_LABEL, "true")], &[]),
+            )
+            .await?;
+            assert_injected(&p, "inject=true pod in unlabeled namespace")?;
+            let p = created(
+                &client,
+                &on,
+                &pod("optout", &[(INJECT_LABEL, "false")], &[]),
+            )
+            .await?;
+            assert_not_injected(&p, "inject=false pod in labeled namespace")?;
+            let p = created(
+                &client,
+                &disabled,
+                &pod("optin", &[(INJECT_LABEL, "true")], &[]),
+            )
+            .await?;
+            assert_not_injected(&p, "inject=true pod in istio-injection=disabled namespace")?;
+
+            // kube-system is never touched, even when the pod asks for it.
+            let name = k8s::unique_name("s1-system");
+            let p = created(
+                &client,
+                "kube-system",
+                &pod(&name, &[(INJECT_LABEL, "true")], &[]),
+            )
+            .await?;
+            let _ = Api::<Pod>::namespaced(client.clone(), "kube-system")
+                .delete(&name, &DeleteParams::default())
+                .await;
+            assert_not_injected(&p, "inject=true pod in kube-system")?;
+
+            // The stored pods are what a later read returns (not only the create response).
+            let stored = Api::<Pod>::namespaced(client.clone(), &on)
+                .get("bare")
+                .await?;
+            assert_injected(&stored, "pod read back from the API server")?;
+            Ok(())
+        })
+        .await;
+    for ns in [&on, &plain, &disabled] {
+        delete_namespace(&client, ns).await;
+    }
+    result
+}
+
+/// Scenario 2: the guides' resource annotations land on the stored proxy container; invalid
+/// ones are refused with the webhook's message, visible to `kubectl`.
+#[tokio::test]
+async fn resource_annotations_are_applied_or_refused() -> Result<()> {
+    let mesh = Mesh::shared()?;
+    let cluster = mesh.cluster();
+    let client = cluster.client().await?;
+    let ns = create_namespace(&client, "s2", &[("istio-injection", "enabled")]).await?;
+    let result = mesh
+        .with_logs(async {
+            let annotated = pod(
+                "sized",
+                &[],
+                &[
+                    ("sidecar.istio.io/proxyCPU", "100m"),
+                    ("sidecar.istio.io/proxyMemory", "128Mi"),
+                    ("sidecar.istio.io/proxyCPULimit", "2000m"),
+                    ("sidecar.istio.io/proxyMemoryLimit", "1024Mi"),
+                ],
+            );
+            created(&client, &ns, &annotated).await?;
+            let stored = Api::<Pod>::namespaced(client.clone(), &ns).get("sized").await?;
+            assert_injected(&stored, "annotated pod")?;
+            let proxy = container(&stored, PROXY).ok_or_else(|| anyhow!("no {PROXY}"))?;
+            let (requests, limits) = resources(proxy);
+            // The API server stores canonical quantities: 2000m -> 2, 1024Mi -> 1Gi.
+            let expect = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            };
+            ensure!(
+                requests == expect(&[("cpu", "100m"), ("memory", "128Mi")]),
+                "proxy requests {requests:?}"
+            );
+            ensure!(
+                limits == expect(&[("cpu", "2"), ("memory", "1Gi")]),
+                "proxy limits {limits:?}"
+            );
+
+            // Per-field override (a deliberate improvement over Istio): only proxyCPU set keeps
+            // the other defaults.
+            created(
+                &client,
+                &ns,
+                &pod("cpu-only", &[], &[("sidecar.istio.io/proxyCPU", "300m")]),
+            )
+            .await?;
+            let stored = Api::<Pod>::namespaced(client.clone(), &ns).get("cpu-only").await?;
+            let proxy = container(&stored, PROXY).ok_or_else(|| anyhow!("no {PROXY}"))?;
+            let (requests, limits) = resources(proxy);
+            ensure!(
+                requests.get("cpu").map(String::as_str) == Some("300m")
+                    && requests.get("memory").map(String::as_str) == Some("128Mi")
+                    && limits.get("cpu").map(String::as_str) == Some("2"),
+                "proxyCPU alone must keep the other defaults: requests {requests:?} limits {limits:?}"
+            );
+
+            // Invalid values through kubectl: refused, the webhook's message on stderr, not stored.
+            for (name, annotations, must_name) in [
+                (
+                    "bad-cpu",
+                    vec![("sidecar.istio.io/proxyCPU", "lots")],
+                    vec!["proxyCPU", "lots"],
+                ),
+                (
+                    "req-over-limit",
+                    vec![
+                        ("sidecar.istio.io/proxyCPU", "3"),
+                        ("sidecar.istio.io/proxyCPULimit", "2"),
+                    ],
+                    vec!["proxyCPU"],
+                ),
+            ] {
+                let manifest = serde_yaml_ng::to_string(&pod(name, &[], &annotations))?;
+                let out = cluster.kubectl_with_stdin(
+                    &["apply", "-n", &ns, "-f", "-"],
+                    Some(&manifest),
+                )?;
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                ensure!(!out.status.success(), "kubectl apply of {name} must fail; stderr: {stderr}");
+                ensure!(
+                    stderr.contains("denied the request"),
+                    "{name}: expected an admission denial, got: {stderr}"
+                );
+                for needle in must_name {
+                    ensure!(stderr.contains(needle), "{name}: message must name {needle:?}: {stderr}");
+                }
+                let stored = Api::<Pod>::namespaced(client.clone(), &ns).get_opt(name).await?;
+                ensure!(stored.is_none(), "refused pod {name} must not be stored");
+            }
+            Ok(())
+        })
+        .await;
+    delete_namespace(&client, &ns).await;
+    result
+}
+
+/// Benchmark (ignored by default; `cargo test -p skjold-e2e --test webhook -- --ignored
+/// --nocapture`): create 1,000 pods in an injected namespace and report the API server's own
+/// view of our webhook's latency (`apiserver_admission_webhook_admission_duration_seconds`),
+/// the webhook's histogram and the client-side create latency.
+#[tokio::test]
+#[ignore = "benchmark: 1,000 pods; run explicitly"]
+async fn bench_admission_latency_1000_pods() -> Result<()> {
+    const PODS: usize = 1000;
+    const CONCURRENCY: usize = 8;
+    let mesh = Mesh::shared()?;
+    let client = mesh.cluster().client().await?;
+    let ns = create_namespace(&client, "bench", &[("istio-injection", "enabled")]).await?;
+    let metric = "apiserver_admission_webhook_admission_duration_seconds";
+    let ours = |l: &BTreeMap<String, String>| {
+        l.get("name")
+            .is_some_and(|n| n.contains("sidecar-injector"))
+            && l.get("type").map(String::as_str) == Some("admit")
+    };
+    let before = histogram(&raw_get(&client, "/metrics").await?, metric, ours);
+    let started = Instant::now();
+    let latencies: Vec<Result<Duration>> = stream::iter(0..PODS)
+        .map(|i| {
+            let (client, ns) = (client.clone(), ns.clone());
+            async move {
+                let t = Instant::now();
+                let p = create_pod(&client, &ns, &pod(&format!("p{i}"), &[], &[]))
+                    .await
+                    .map_err(|e| anyhow!("pod p{i}: {}", api_message(&e)))?;
+                ensure!(is_injected(&p), "pod p{i} not injected");
+                Ok(t.elapsed())
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let wall = started.elapsed();
+    let after = histogram(&raw_get(&client, "/metrics").await?, metric, ours);
+    let errors: Vec<String> = latencies
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
+        .collect();
+    let mut client_ms: Vec<f64> = latencies
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(|d| d.as_secs_f64() * 1e3))
+        .collect();
+    client_ms.sort_by(f64::total_cmp);
+    let pct = |v: &[f64], q: f64| {
+        v.get(((v.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+    };
+    let delta = after.minus(&before);
+    let (status, webhook_metrics) = mesh.webhook_get("/metrics").await?;
+    ensure!(status == 200, "webhook /metrics answered {status}");
+    let webhook_hist = histogram(
+        &webhook_metrics,
+        "skjold_webhook_request_duration_seconds",
+        |_| true,
+    );
+    println!(
+        "pods created: {} in {:.1}s ({:.0}/s, concurrency {CONCURRENCY}), errors: {}",
+        client_ms.len(),
+        wall.as_secs_f64(),
+        client_ms.len() as f64 / wall.as_secs_f64(),
+        errors.len()
+    );
+    println!(
+        "apiserver_admission_webhook_admission_duration_seconds (our webhooks, {} calls): p50 {:.2} ms, p99 {:.2} ms (bucket-interpolated; buckets {:?})",
+        delta.count,
+        delta.quantile(0.5).unwrap_or(f64::NAN) * 1e3,
+        delta.quantile(0.99).unwrap_or(f64::NAN) * 1e3,
+        delta.buckets.iter().map(|b| b.0).collect::<Vec<_>>()
+    );
+    println!(
+        "skjold_webhook_request_duration_seconds (all requests so far, {} calls): p50 {:.2} ms, p99 {:.2} ms",
+        webhook_hist.count,
+        webhook_hist.quantile(0.5).unwrap_or(f64::NAN) * 1e3,
+        webhook_hist.quantile(0.99).unwrap_or(f64::NAN) * 1e3
+    );
+    println!(
+        "client-side pod create (whole API request): p50 {:.2} ms, p99 {:.2} ms",
+        pct(&client_ms, 0.5).unwrap_or(f64::NAN),
+        pct(&client_ms, 0.99).unwrap_or(f64::NAN)
+    );
+    delete_namespace(&client, &ns).await;
+    ensure!(
+        errors.is_empty(),
+        "{} pod creates failed, first: {}",
+        errors.len(),
+        errors[0]
+    );
+    ensure!(
+        delta.count >= PODS as f64,
+        "API server saw only {} webhook calls",
+        delta.count
+    );
+    Ok(())
+}
