@@ -27,7 +27,9 @@ pub fn config_map_name(revision: &str) -> String {
 }
 
 /// Whether pods that neither opt in nor opt out get the sidecar (`values.global.proxy.autoInject`).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum InjectionPolicy {
     #[default]
@@ -36,7 +38,9 @@ pub enum InjectionPolicy {
 }
 
 /// Traffic interception mode for istio-iptables (`-m`).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum InterceptionMode {
     #[default]
@@ -293,9 +297,11 @@ mod tests {
 
     #[test]
     fn round_trips_through_yaml() {
-        let mut cfg = InjectorConfig::default();
-        cfg.revision = "canary".into();
-        cfg.policy = InjectionPolicy::Disabled;
+        let cfg = InjectorConfig {
+            revision: "canary".into(),
+            policy: InjectionPolicy::Disabled,
+            ..InjectorConfig::default()
+        };
         let back = InjectorConfig::from_yaml(&cfg.to_yaml()).unwrap();
         assert_eq!(back, cfg);
         assert_ne!(back.hash(), InjectorConfig::default().hash());

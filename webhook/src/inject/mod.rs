@@ -1,10 +1,36 @@
 //! Pure injection: `(pod, namespace, config) -> Result<Outcome, InjectError>`, no I/O.
+//!
+//! Submodules, one concern each: [`annotations`] (value parsers), [`keys`] (names),
+//! [`decision`] (whether to inject and why), [`settings`] (annotation/namespace/config
+//! resolution and validation), [`render`] (containers and volumes), [`iptables`],
+//! [`probes`] (app probe rewrite), [`identity`] (workload and canonical names) and [`patch`].
+
+pub mod annotations;
+pub mod decision;
+pub mod identity;
+pub mod iptables;
+pub mod keys;
+pub mod patch;
+pub mod probes;
+pub mod render;
+pub mod settings;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::config::InjectorConfig;
+use crate::config::{InjectorConfig, InterceptionMode};
+use decision::{EffectiveAnnotations, Source};
+pub use settings::AnnotationProblem;
+
+/// Upper bound on warnings about unknown/deprecated annotation keys for one pod.
+pub const MAX_KEY_WARNINGS: usize = 10;
+
+/// Upper bound on `containers` + `initContainers` of a pod we accept to process.
+pub const MAX_CONTAINERS: usize = 100;
 
 /// The namespace as the injector sees it: name plus the labels/annotations that act as defaults.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -25,14 +51,54 @@ pub struct InjectRequest<'a> {
 /// Why a pod was or was not injected; used as a metrics label and in logs and `explain`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Reason {
+    /// The sidecar was added.
     Injected,
+    /// Pod label `sidecar.istio.io/inject: "false"`.
+    DisabledByLabel,
+    /// Pod (or namespace) annotation `sidecar.istio.io/inject: "false"`.
+    DisabledByAnnotation,
+    /// `spec.hostNetwork: true`: capture would hit the node.
+    HostNetwork,
+    /// kube-system, kube-public, kube-node-lease, local-path-storage.
+    IgnoredNamespace,
+    /// Status annotation or `istio-proxy` container present: idempotent skip.
+    AlreadyInjected,
+    /// No opt-in and the config's policy is `disabled`.
+    PolicyDisabled,
+    /// A `neverInjectSelector` matched.
+    NeverInjectSelector,
 }
 
 impl Reason {
+    /// Every reason, for pre-registering metric label values.
+    pub const ALL: [Reason; 8] = [
+        Reason::Injected,
+        Reason::DisabledByLabel,
+        Reason::DisabledByAnnotation,
+        Reason::HostNetwork,
+        Reason::IgnoredNamespace,
+        Reason::AlreadyInjected,
+        Reason::PolicyDisabled,
+        Reason::NeverInjectSelector,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Injected => "injected",
+            Reason::DisabledByLabel => "disabled-by-label",
+            Reason::DisabledByAnnotation => "disabled-by-annotation",
+            Reason::HostNetwork => "host-network",
+            Reason::IgnoredNamespace => "ignored-namespace",
+            Reason::AlreadyInjected => "already-injected",
+            Reason::PolicyDisabled => "policy-disabled",
+            Reason::NeverInjectSelector => "never-inject-selector",
         }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -49,11 +115,403 @@ pub struct Outcome {
 /// Refusal of a pod after a positive decision.
 #[derive(Debug, thiserror::Error)]
 pub enum InjectError {
-    #[error("invalid pod: {0}")]
-    InvalidPod(String),
+    /// One or more honoured annotations have invalid values; all are listed.
+    #[error("invalid sidecar annotations: {}", ProblemList(.0))]
+    InvalidAnnotations(Vec<AnnotationProblem>),
+    /// Hostile or broken input the injector refuses to process.
+    #[error("invalid pod: {field}: {problem}")]
+    InvalidPod {
+        field: &'static str,
+        problem: String,
+    },
+    /// The injector config cannot be applied (e.g. a bad selector operator).
+    #[error("injector config field {field} has invalid value {value:?}: {problem}")]
+    InvalidConfig {
+        field: String,
+        value: String,
+        problem: String,
+    },
+    /// Serialization of the pod failed; not caused by user input in practice.
+    #[error("internal error building the patch: {0}")]
+    Internal(String),
+}
+
+impl InjectError {
+    /// Short kebab-case label for metrics (`skjold_webhook_denials_total{reason}`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            InjectError::InvalidAnnotations(_) => "invalid-annotation",
+            InjectError::InvalidPod { .. } => "invalid-pod",
+            InjectError::InvalidConfig { .. } => "invalid-config",
+            InjectError::Internal(_) => "internal-error",
+        }
+    }
+}
+
+/// Renders `k="v": problem; k2="v2": problem2`, shortening huge values.
+struct ProblemList<'a>(&'a [AnnotationProblem]);
+
+impl fmt::Display for ProblemList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            if p.value.len() > 128 {
+                let mut end = 64;
+                while !p.value.is_char_boundary(end) {
+                    end -= 1;
+                }
+                write!(
+                    f,
+                    "{}=\"{}...\" ({} bytes)",
+                    p.annotation,
+                    p.value[..end].escape_debug(),
+                    p.value.len()
+                )?;
+            } else {
+                write!(f, "{}=\"{}\"", p.annotation, p.value.escape_debug())?;
+            }
+            if p.source == Source::Namespace {
+                f.write_str(" (namespace default)")?;
+            }
+            write!(f, ": {}", p.problem)?;
+        }
+        Ok(())
+    }
+}
+
+/// Warnings for unknown and deprecated `sidecar.istio.io/*` keys on the pod.
+fn key_warnings(pod: &Pod, warnings: &mut Vec<String>) {
+    let Some(annotations) = pod.metadata.annotations.as_ref() else {
+        return;
+    };
+    let mut emitted = 0usize;
+    let mut suppressed = 0usize;
+    for key in annotations.keys().filter(|k| keys::is_checked_family(k)) {
+        let warning = match keys::classify(key) {
+            keys::KeyKind::Known => continue,
+            keys::KeyKind::Deprecated(what) => format!("annotation {key} is {what}"),
+            keys::KeyKind::Unknown => format!(
+                "annotation {key} is not a known Istio annotation and has no effect (typo?)"
+            ),
+        };
+        // Bounded: kubectl prints every warning, and a pod may carry thousands of keys.
+        if emitted < MAX_KEY_WARNINGS {
+            warnings.push(warning);
+            emitted += 1;
+        } else {
+            suppressed += 1;
+        }
+    }
+    if suppressed > 0 {
+        warnings.push(format!(
+            "{suppressed} more unknown or deprecated sidecar.istio.io annotations not listed"
+        ));
+    }
+    if annotations.contains_key(keys::KUBEVIRT_INTERFACES)
+        && annotations.contains_key(keys::REROUTE_VIRTUAL_INTERFACES)
+    {
+        warnings.push(format!(
+            "both {} and {} are set; {} wins",
+            keys::REROUTE_VIRTUAL_INTERFACES,
+            keys::KUBEVIRT_INTERFACES,
+            keys::REROUTE_VIRTUAL_INTERFACES
+        ));
+    }
 }
 
 /// Decides and renders the injection for one pod.
-pub fn inject(_req: &InjectRequest<'_>) -> Result<Outcome, InjectError> {
-    todo!("implemented by the injection module")
+pub fn inject(req: &InjectRequest<'_>) -> Result<Outcome, InjectError> {
+    let pod = req.pod;
+    let Some(spec) = pod.spec.as_ref() else {
+        return Err(InjectError::InvalidPod {
+            field: "spec",
+            problem: "missing".into(),
+        });
+    };
+    let ann = EffectiveAnnotations::new(pod, req.namespace);
+    let decision = decision::decide(pod, req.namespace, req.config, &ann)?;
+    let mut warnings = decision.warnings;
+    let mut explanation = decision.explanation;
+    key_warnings(pod, &mut warnings);
+    if decision.reason != Reason::Injected {
+        explanation.push(format!("decision: {}", decision.reason));
+        return Ok(Outcome {
+            reason: decision.reason,
+            patch: json_patch::Patch::default(),
+            warnings,
+            explanation,
+        });
+    }
+
+    // Checked after the decision: a pod we leave alone is never refused for its size.
+    let count = spec.containers.len() + spec.init_containers.as_ref().map_or(0, Vec::len);
+    if count > MAX_CONTAINERS {
+        return Err(InjectError::InvalidPod {
+            field: "spec.containers",
+            problem: format!(
+                "{count} containers and init containers, at most {MAX_CONTAINERS} are accepted"
+            ),
+        });
+    }
+
+    let settings = settings::resolve(&ann, req.config, &mut warnings)
+        .map_err(InjectError::InvalidAnnotations)?;
+    let changes = mutate(pod, req, &settings, &mut warnings, &mut explanation)?;
+    let patch = patch::build(pod, changes)?;
+    explanation.push(format!(
+        "decision: injected ({} patch operations)",
+        patch.0.len()
+    ));
+    Ok(Outcome {
+        reason: Reason::Injected,
+        patch,
+        warnings,
+        explanation,
+    })
+}
+
+/// Sidecar status annotation (`sidecar.istio.io/status`), Istio's JSON shape and field order.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Status<'a> {
+    init_containers: Option<Vec<&'a str>>,
+    containers: Option<Vec<&'a str>>,
+    volumes: Vec<&'a str>,
+    image_pull_secrets: Option<Vec<&'a str>>,
+    revision: &'a str,
+}
+
+/// Works out every change to the pod, without cloning or re-serializing it.
+fn mutate(
+    pod: &Pod,
+    req: &InjectRequest<'_>,
+    s: &settings::Settings<'_>,
+    warnings: &mut Vec<String>,
+    explanation: &mut Vec<String>,
+) -> Result<patch::Changes, InjectError> {
+    let config = req.config;
+    let Some(spec) = pod.spec.as_ref() else {
+        return Err(InjectError::InvalidPod {
+            field: "spec",
+            problem: "missing".into(),
+        });
+    };
+    let mut changes = patch::Changes::default();
+
+    // Facts about the app containers.
+    let app_names: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
+    let ports: Vec<serde_json::Value> = spec
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| serde_json::to_value(p).ok())
+        .collect();
+    let pod_ports = serde_json::Value::Array(ports).to_string();
+
+    // Probe rewrite.
+    let mut probers = BTreeMap::new();
+    if s.rewrite_probes && s.status_port != 0 {
+        let lists = [
+            (patch::List::Containers, Some(&spec.containers)),
+            (patch::List::InitContainers, spec.init_containers.as_ref()),
+        ];
+        for (list, containers) in lists {
+            for (i, c) in containers.into_iter().flatten().enumerate() {
+                // Init containers are only reachable through the agent when they are native
+                // sidecars started after a native istio-proxy; in classic mode the agent starts
+                // after them, and a rewritten startup probe would block the pod forever.
+                if list == patch::List::InitContainers
+                    && (!s.native_sidecar || c.restart_policy.as_deref() != Some("Always"))
+                {
+                    continue;
+                }
+                for (field, probe) in
+                    probes::rewrite_container(c, s.status_port, &mut probers, warnings)
+                {
+                    changes
+                        .probes
+                        .push((list, i, field, patch::to_value(&probe)?));
+                }
+                if let Some(lifecycle) = probes::rewrite_lifecycle(c, s.status_port, &mut probers) {
+                    changes
+                        .probes
+                        .push((list, i, "lifecycle", patch::to_value(&lifecycle)?));
+                }
+            }
+        }
+        explanation.push(format!(
+            "app probes and lifecycle hooks rewritten to the agent on port {}: {}",
+            s.status_port,
+            probers.len()
+        ));
+    } else {
+        explanation.push("app probe rewriting off".into());
+    }
+    let app_probers = (!probers.is_empty())
+        .then(|| serde_json::Value::Object(probers.into_iter().collect()).to_string());
+
+    // Metrics merging.
+    let pod_annotations = pod.metadata.annotations.as_ref();
+    let scrape_off = pod_annotations
+        .and_then(|a| a.get(keys::PROM_SCRAPE))
+        .is_some_and(|v| v == "false");
+    let merge = s.merge_metrics && s.status_port != 0 && !scrape_off;
+    let prometheus_annotations = if merge {
+        render::prometheus_env(pod_annotations)
+    } else {
+        None
+    };
+
+    let workload = identity::workload(pod);
+    let ns = req.namespace.name.as_str();
+    let facts = render::PodFacts {
+        app_containers: app_names.join(","),
+        pod_ports,
+        workload_name: &workload.name,
+        owner: workload.owner_uri(ns),
+        prometheus_annotations,
+        app_probers,
+    };
+    let proxy = render::proxy_container(s, config, &facts);
+    let needs_init = s.native_sidecar || s.interception_mode != InterceptionMode::None;
+    let init = needs_init.then(|| render::init_container(s, config));
+
+    // Placement, as final indices in the lists.
+    let user_inits = spec.init_containers.as_ref().map_or(0, Vec::len);
+    let mut status_inits: Vec<&str> = Vec::new();
+    let mut status_containers: Vec<&str> = Vec::new();
+    if s.native_sidecar {
+        let mut at = 0;
+        if let Some(i) = init {
+            changes.inserts.push((patch::List::InitContainers, at, i));
+            status_inits.push(render::INIT_NAME);
+            at += 1;
+        }
+        changes
+            .inserts
+            .push((patch::List::InitContainers, at, proxy));
+        status_inits.push(render::PROXY_NAME);
+        explanation.push(
+            "mode: native sidecar (istio-proxy is an init container with restartPolicy Always)"
+                .into(),
+        );
+        if s.hold_application {
+            explanation.push(
+                "holdApplicationUntilProxyStarts not needed in native mode (startup probe gates the app)"
+                    .into(),
+            );
+        }
+    } else {
+        if let Some(i) = init {
+            changes
+                .inserts
+                .push((patch::List::InitContainers, user_inits, i));
+            status_inits.push(render::INIT_NAME);
+        }
+        status_containers.push(render::PROXY_NAME);
+        if s.hold_application {
+            changes.inserts.push((patch::List::Containers, 0, proxy));
+            explanation.push(
+                "mode: classic sidecar, holdApplicationUntilProxyStarts (istio-proxy first, postStart waits)"
+                    .into(),
+            );
+        } else {
+            changes
+                .inserts
+                .push((patch::List::Containers, spec.containers.len(), proxy));
+            explanation.push("mode: classic sidecar (istio-proxy after the app containers)".into());
+        }
+    }
+    if !needs_init {
+        explanation.push("interception mode NONE: no istio-init".into());
+    }
+
+    explanation.push(settings_summary(s));
+    let volumes = render::volumes(s);
+    let status = Status {
+        init_containers: (!status_inits.is_empty()).then_some(status_inits),
+        containers: (!status_containers.is_empty()).then_some(status_containers),
+        volumes: volumes.iter().map(|v| v.name.as_str()).collect(),
+        image_pull_secrets: None,
+        revision: config.revision_name(),
+    };
+    let status_json =
+        serde_json::to_string(&status).map_err(|e| InjectError::Internal(e.to_string()))?;
+    changes.volumes = volumes;
+
+    // Labels: existing values are kept.
+    let labels = pod.metadata.labels.as_ref();
+    let mut add_label = |key: &str, value: String| {
+        if !labels.is_some_and(|l| l.contains_key(key)) {
+            changes.labels.insert(key.to_string(), value);
+        }
+    };
+    add_label(keys::TLS_MODE_LABEL, "istio".into());
+    let canonical_name = identity::canonical_name(pod, &workload);
+    if !canonical_name.is_empty() {
+        add_label(keys::CANONICAL_NAME_LABEL, canonical_name);
+    }
+    add_label(
+        keys::CANONICAL_REVISION_LABEL,
+        identity::canonical_revision(pod),
+    );
+
+    // Annotations.
+    let existing = |key: &str| pod_annotations.and_then(|a| a.get(key));
+    let a = &mut changes.annotations;
+    if let Some(app) = app_names.first() {
+        // A user-chosen default container is also the natural default for logs.
+        let default = match existing(keys::DEFAULT_CONTAINER) {
+            Some(d) => d.clone(),
+            None => {
+                a.insert(keys::DEFAULT_CONTAINER.into(), app.to_string());
+                app.to_string()
+            }
+        };
+        if existing(keys::DEFAULT_LOGS_CONTAINER).is_none() {
+            a.insert(keys::DEFAULT_LOGS_CONTAINER.into(), default);
+        }
+    }
+    if merge {
+        a.insert(keys::PROM_SCRAPE.into(), "true".into());
+        a.insert(keys::PROM_PORT.into(), s.status_port.to_string());
+        a.insert(keys::PROM_PATH.into(), "/stats/prometheus".into());
+        explanation.push("metrics merging: prometheus.io/* annotations point at the agent".into());
+    }
+    a.insert(
+        keys::REV_ANNOTATION.into(),
+        config.revision_name().to_string(),
+    );
+    a.insert(keys::CONFIG_HASH.into(), config.hash());
+    for (k, v) in &config.injected_annotations {
+        a.insert(k.clone(), v.clone());
+    }
+    a.insert(keys::STATUS.into(), status_json);
+    // Setting a value that is already there is not a change.
+    a.retain(|k, v| existing(k) != Some(v));
+    Ok(changes)
+}
+
+/// One explanation line with the effective proxy settings (after annotations and defaults).
+fn settings_summary(s: &settings::Settings<'_>) -> String {
+    let quantity =
+        |m: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+         k: &str| {
+            m.as_ref()
+                .and_then(|m| m.get(k))
+                .map_or("-", |q| q.0.as_str())
+                .to_string()
+        };
+    format!(
+        "proxy: image {}, requests cpu={} memory={}, limits cpu={} memory={}, interception {}, status port {}",
+        s.image,
+        quantity(&s.resources.requests, "cpu"),
+        quantity(&s.resources.requests, "memory"),
+        quantity(&s.resources.limits, "cpu"),
+        quantity(&s.resources.limits, "memory"),
+        s.interception_mode.as_str(),
+        s.status_port
+    )
 }

@@ -1,0 +1,422 @@
+//! Renders the injected containers and volumes: `istio-init`, `istio-proxy` and the volumes the
+//! real `proxyv2` image needs to bootstrap and reach istiod. Names, paths and env are Istio's.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, DownwardAPIVolumeFile,
+    DownwardAPIVolumeSource, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, HTTPGetAction,
+    Lifecycle, LifecycleHandler, ObjectFieldSelector, Probe, ProjectedVolumeSource,
+    ResourceFieldSelector, SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount,
+    VolumeProjection,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::iptables::{self, PROXY_UID};
+use super::settings::Settings;
+use crate::config::{InjectorConfig, InterceptionMode};
+
+pub const PROXY_NAME: &str = "istio-proxy";
+pub const INIT_NAME: &str = "istio-init";
+/// Envoy's health port, probed by the kubelet.
+const HEALTH_PORT: i32 = 15021;
+/// Envoy's Prometheus port.
+const ENVOY_PROM_PORT: i32 = 15090;
+
+/// The volumes Istio's sidecar template adds, in its order.
+pub const VOLUME_NAMES: &[&str] = &[
+    "workload-socket",
+    "credential-socket",
+    "workload-certs",
+    "istio-envoy",
+    "istio-data",
+    "istio-podinfo",
+    "istio-token",
+    "istiod-ca-cert",
+    "istio-ca-crl",
+];
+
+/// Pod facts the proxy env needs.
+pub struct PodFacts<'a> {
+    pub app_containers: String,
+    pub pod_ports: String,
+    pub workload_name: &'a str,
+    pub owner: String,
+    pub prometheus_annotations: Option<String>,
+    pub app_probers: Option<String>,
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                api_version: Some("v1".into()),
+                field_path: path.into(),
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+fn resource_env(name: &str, resource: &str, divisor: Option<&str>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            resource_field_ref: Some(ResourceFieldSelector {
+                container_name: None,
+                divisor: divisor.map(|d| Quantity(d.to_string())),
+                resource: resource.into(),
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        ..Default::default()
+    }
+}
+
+fn pull_policy(s: &Settings<'_>) -> Option<String> {
+    (!s.image_pull_policy.is_empty()).then(|| s.image_pull_policy.to_string())
+}
+
+/// `proxyMetadata` entries as env vars (istio-init and istio-proxy both get them).
+fn proxy_metadata_env(s: &Settings<'_>) -> Vec<EnvVar> {
+    s.proxy_config
+        .get("proxyMetadata")
+        .and_then(|m| m.as_object())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| env(k, v)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `istio-init`: programs iptables, with NET_ADMIN and NET_RAW and nothing else.
+pub fn init_container(s: &Settings<'_>, config: &InjectorConfig) -> Container {
+    let env = proxy_metadata_env(s);
+    Container {
+        name: INIT_NAME.into(),
+        image: Some(s.image.to_string()),
+        image_pull_policy: pull_policy(s),
+        args: Some(iptables::args(s, config)),
+        env: (!env.is_empty()).then_some(env),
+        resources: Some(s.resources.clone()),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                add: Some(vec!["NET_ADMIN".into(), "NET_RAW".into()]),
+                drop: Some(vec!["ALL".into()]),
+            }),
+            privileged: Some(false),
+            read_only_root_filesystem: Some(false),
+            run_as_group: Some(0),
+            run_as_non_root: Some(false),
+            run_as_user: Some(0),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn ready_probe(s: &Settings<'_>, startup: bool) -> Probe {
+    let (delay, period, threshold) = if startup {
+        (0, 1, 600)
+    } else {
+        (
+            s.readiness_initial_delay,
+            s.readiness_period,
+            s.readiness_failure_threshold,
+        )
+    };
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some("/healthz/ready".into()),
+            port: IntOrString::Int(HEALTH_PORT),
+            ..Default::default()
+        }),
+        initial_delay_seconds: Some(delay),
+        period_seconds: Some(period),
+        timeout_seconds: Some(3),
+        failure_threshold: Some(threshold),
+        ..Default::default()
+    }
+}
+
+/// `istio-proxy`: pilot-agent + Envoy, uid 1337.
+pub fn proxy_container(
+    s: &Settings<'_>,
+    config: &InjectorConfig,
+    facts: &PodFacts<'_>,
+) -> Container {
+    let mesh = &config.mesh;
+    let mut args = vec![
+        "proxy".to_string(),
+        "sidecar".into(),
+        "--domain".into(),
+        "$(POD_NAMESPACE).svc.cluster.local".into(),
+        format!("--proxyLogLevel={}", s.log_level),
+        format!("--proxyComponentLogLevel={}", s.component_log_level),
+        format!("--log_output_level={}", s.agent_log_level),
+    ];
+    if let Some(c) = s.concurrency {
+        args.push("--concurrency".into());
+        args.push(c.to_string());
+    }
+    let proxy_config_json = serde_json::to_string(&s.proxy_config).unwrap_or_else(|_| "{}".into());
+    let mut env = vec![
+        env("PILOT_CERT_PROVIDER", "istiod"),
+        env("CA_ADDR", mesh.discovery_address.clone()),
+        field_env("POD_NAME", "metadata.name"),
+        field_env("POD_NAMESPACE", "metadata.namespace"),
+        field_env("INSTANCE_IP", "status.podIP"),
+        field_env("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+        field_env("HOST_IP", "status.hostIP"),
+        resource_env("ISTIO_CPU_LIMIT", "limits.cpu", Some("1")),
+        env("PROXY_CONFIG", proxy_config_json),
+        env("ISTIO_META_POD_PORTS", facts.pod_ports.clone()),
+        env("ISTIO_META_APP_CONTAINERS", facts.app_containers.clone()),
+        resource_env("GOMEMLIMIT", "limits.memory", None),
+        env("ISTIO_META_CLUSTER_ID", mesh.cluster_id.clone()),
+        field_env("ISTIO_META_NODE_NAME", "spec.nodeName"),
+        env("ISTIO_META_INTERCEPTION_MODE", s.interception_mode.as_str()),
+        env("ISTIO_META_WORKLOAD_NAME", facts.workload_name),
+        env("ISTIO_META_OWNER", facts.owner.clone()),
+        env("ISTIO_META_MESH_ID", mesh.trust_domain.clone()),
+        env("TRUST_DOMAIN", mesh.trust_domain.clone()),
+    ];
+    env.extend(proxy_metadata_env(s));
+    if s.bootstrap_override.is_some() {
+        env.push(env_bootstrap_override());
+    }
+    if let Some(p) = &facts.prometheus_annotations {
+        env.push(self::env("ISTIO_PROMETHEUS_ANNOTATIONS", p.clone()));
+    }
+    if let Some(p) = &facts.app_probers {
+        env.push(self::env("ISTIO_KUBE_APP_PROBERS", p.clone()));
+    }
+
+    let mut mounts = vec![
+        mount("workload-socket", "/var/run/secrets/workload-spiffe-uds"),
+        mount("credential-socket", "/var/run/secrets/credential-uds"),
+        mount(
+            "workload-certs",
+            "/var/run/secrets/workload-spiffe-credentials",
+        ),
+        mount("istiod-ca-cert", "/var/run/secrets/istio"),
+        mount("istio-ca-crl", "/var/run/secrets/istio/crl"),
+        mount("istio-data", "/var/lib/istio/data"),
+        mount("istio-envoy", "/etc/istio/proxy"),
+        mount("istio-token", "/var/run/secrets/tokens"),
+        mount("istio-podinfo", "/etc/istio/pod"),
+    ];
+    if s.bootstrap_override.is_some() {
+        mounts.push(mount(
+            "custom-bootstrap-volume",
+            "/etc/istio/custom-bootstrap",
+        ));
+    }
+    for (name, m) in &s.user_volume_mounts {
+        let mut m = m.clone();
+        m.name = name.clone();
+        mounts.push(m);
+    }
+
+    // TPROXY needs NET_ADMIN and root; capNetBindService lets Envoy bind ports < 1024.
+    let tproxy = s.interception_mode == InterceptionMode::Tproxy;
+    let root = tproxy || s.cap_net_bind_service;
+    let mut add = Vec::new();
+    if tproxy {
+        add.push("NET_ADMIN".to_string());
+    }
+    if s.cap_net_bind_service {
+        add.push("NET_BIND_SERVICE".to_string());
+    }
+    let security_context = SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            add: (!add.is_empty()).then_some(add),
+            drop: Some(vec!["ALL".into()]),
+        }),
+        privileged: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_group: Some(PROXY_UID),
+        run_as_non_root: Some(!root),
+        run_as_user: Some(if root { 0 } else { PROXY_UID }),
+        ..Default::default()
+    };
+
+    let probes_enabled = s.status_port != 0;
+    let lifecycle = if s.native_sidecar {
+        Some(Lifecycle {
+            pre_stop: Some(exec_hook(&[
+                "pilot-agent",
+                "request",
+                &format!("--debug-port={}", s.status_port.max(1)),
+                "POST",
+                "drain",
+            ])),
+            ..Default::default()
+        })
+    } else if s.hold_application {
+        Some(Lifecycle {
+            post_start: Some(exec_hook(&["pilot-agent", "wait"])),
+            ..Default::default()
+        })
+    } else {
+        None
+    };
+
+    Container {
+        name: PROXY_NAME.into(),
+        image: Some(s.image.to_string()),
+        image_pull_policy: pull_policy(s),
+        args: Some(args),
+        env: Some(env),
+        ports: Some(vec![ContainerPort {
+            container_port: ENVOY_PROM_PORT,
+            name: Some("http-envoy-prom".into()),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        readiness_probe: probes_enabled.then(|| ready_probe(s, false)),
+        startup_probe: probes_enabled.then(|| ready_probe(s, true)),
+        resources: Some(s.resources.clone()),
+        security_context: Some(security_context),
+        volume_mounts: Some(mounts),
+        lifecycle,
+        restart_policy: s.native_sidecar.then(|| "Always".to_string()),
+        ..Default::default()
+    }
+}
+
+fn env_bootstrap_override() -> EnvVar {
+    env(
+        "ISTIO_BOOTSTRAP_OVERRIDE",
+        "/etc/istio/custom-bootstrap/custom_bootstrap.json",
+    )
+}
+
+fn exec_hook(cmd: &[&str]) -> LifecycleHandler {
+    LifecycleHandler {
+        exec: Some(ExecAction {
+            command: Some(cmd.iter().map(|s| s.to_string()).collect()),
+        }),
+        ..Default::default()
+    }
+}
+
+fn empty_dir(name: &str, medium: Option<&str>) -> Volume {
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: medium.map(str::to_string),
+            size_limit: None,
+        }),
+        ..Default::default()
+    }
+}
+
+fn config_map(name: &str, cm: &str, optional: bool) -> Volume {
+    Volume {
+        name: name.into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: cm.into(),
+            optional: optional.then_some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn downward(path: &str, field: &str) -> DownwardAPIVolumeFile {
+    DownwardAPIVolumeFile {
+        path: path.into(),
+        field_ref: Some(ObjectFieldSelector {
+            api_version: None,
+            field_path: field.into(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The pod volumes, in [`VOLUME_NAMES`] order, then the optional ones.
+pub fn volumes(s: &Settings<'_>) -> Vec<Volume> {
+    let mut v = vec![
+        empty_dir("workload-socket", None),
+        empty_dir("credential-socket", None),
+        empty_dir("workload-certs", None),
+        empty_dir("istio-envoy", Some("Memory")),
+        empty_dir("istio-data", None),
+        Volume {
+            name: "istio-podinfo".into(),
+            downward_api: Some(DownwardAPIVolumeSource {
+                items: Some(vec![
+                    downward("labels", "metadata.labels"),
+                    downward("annotations", "metadata.annotations"),
+                ]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: "istio-token".into(),
+            projected: Some(ProjectedVolumeSource {
+                sources: Some(vec![VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        audience: Some("istio-ca".into()),
+                        expiration_seconds: Some(43200),
+                        path: "istio-token".into(),
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        config_map("istiod-ca-cert", "istio-ca-root-cert", false),
+        config_map("istio-ca-crl", "istio-ca-crl", true),
+    ];
+    if let Some(cm) = s.bootstrap_override {
+        v.push(config_map("custom-bootstrap-volume", cm, false));
+    }
+    for (name, vol) in &s.user_volumes {
+        let mut vol = vol.clone();
+        vol.name = name.clone();
+        v.push(vol);
+    }
+    v
+}
+
+/// `prometheus.io/*` originals as pilot-agent's `ISTIO_PROMETHEUS_ANNOTATIONS` JSON.
+pub fn prometheus_env(annotations: Option<&BTreeMap<String, String>>) -> Option<String> {
+    let a = annotations?;
+    let mut m = serde_json::Map::new();
+    for (key, field) in [
+        (super::keys::PROM_SCRAPE, "scrape"),
+        (super::keys::PROM_PATH, "path"),
+        (super::keys::PROM_PORT, "port"),
+    ] {
+        if let Some(v) = a.get(key) {
+            m.insert(field.into(), serde_json::Value::String(v.clone()));
+        }
+    }
+    (!m.is_empty()).then(|| serde_json::Value::Object(m).to_string())
+}

@@ -1,0 +1,428 @@
+//! Resolves the effective per-pod settings: pod annotation, else namespace annotation, else
+//! injector config. Every honoured annotation is validated here and all problems are collected,
+//! so one refusal names every bad annotation at once.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, Volume, VolumeMount};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
+
+use super::annotations as parse;
+use super::decision::{EffectiveAnnotations, Source};
+use super::keys;
+use crate::config::{InjectorConfig, InterceptionMode};
+
+/// One invalid annotation: which key, which value, what is wrong, and where it was set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnnotationProblem {
+    pub annotation: String,
+    pub value: String,
+    pub problem: String,
+    pub source: Source,
+}
+
+/// The resolved settings one injection renders from.
+#[derive(Debug)]
+pub struct Settings<'a> {
+    pub image: Cow<'a, str>,
+    pub image_pull_policy: &'a str,
+    pub resources: ResourceRequirements,
+    pub interception_mode: InterceptionMode,
+    pub include_ip_ranges: &'a str,
+    pub exclude_ip_ranges: &'a str,
+    pub include_inbound_ports: &'a str,
+    pub exclude_inbound_ports: &'a str,
+    pub include_outbound_ports: Option<&'a str>,
+    pub exclude_outbound_ports: Option<&'a str>,
+    pub exclude_interfaces: Option<&'a str>,
+    pub reroute_interfaces: Option<&'a str>,
+    pub status_port: u16,
+    pub readiness_initial_delay: i32,
+    pub readiness_period: i32,
+    pub readiness_failure_threshold: i32,
+    /// Effective ProxyConfig overlay: mesh `defaultConfig` then `proxy.istio.io/config`.
+    pub proxy_config: serde_json::Map<String, serde_json::Value>,
+    pub hold_application: bool,
+    pub native_sidecar: bool,
+    pub rewrite_probes: bool,
+    pub merge_metrics: bool,
+    pub log_level: &'a str,
+    pub component_log_level: &'a str,
+    pub agent_log_level: &'a str,
+    pub user_volumes: BTreeMap<String, Volume>,
+    pub user_volume_mounts: BTreeMap<String, VolumeMount>,
+    pub bootstrap_override: Option<&'a str>,
+    pub cap_net_bind_service: bool,
+    pub concurrency: Option<i64>,
+}
+
+/// Collects problems while reading annotations.
+struct Reader<'a, 'b> {
+    ann: &'b EffectiveAnnotations<'a>,
+    problems: Vec<AnnotationProblem>,
+    warnings: &'b mut Vec<String>,
+}
+
+impl<'a> Reader<'a, '_> {
+    /// Raw value of an honoured annotation, size-checked.
+    fn raw(&mut self, key: &str) -> Option<(&'a str, Source)> {
+        let (value, source) = self.ann.get(key)?;
+        if value.len() > parse::MAX_ANNOTATION_VALUE_BYTES {
+            self.problems.push(AnnotationProblem {
+                annotation: key.to_string(),
+                value: value.to_string(),
+                problem: format!(
+                    "value is {} bytes, larger than the {}-byte limit",
+                    value.len(),
+                    parse::MAX_ANNOTATION_VALUE_BYTES
+                ),
+                source,
+            });
+            return None;
+        }
+        Some((value, source))
+    }
+
+    /// Reads and parses an annotation; a parse failure is recorded and yields `None`.
+    fn get<T>(
+        &mut self,
+        key: &str,
+        parser: impl FnOnce(&'a str) -> Result<T, String>,
+    ) -> Option<T> {
+        let (value, source) = self.raw(key)?;
+        match parser(value) {
+            Ok(v) => Some(v),
+            Err(problem) => {
+                self.problems.push(AnnotationProblem {
+                    annotation: key.to_string(),
+                    value: value.to_string(),
+                    problem,
+                    source,
+                });
+                None
+            }
+        }
+    }
+
+    /// Reads a validated string annotation, keeping the original text.
+    fn text<T>(
+        &mut self,
+        key: &str,
+        parser: impl FnOnce(&'a str) -> Result<T, String>,
+    ) -> Option<&'a str> {
+        let (value, _) = self.ann.get(key)?;
+        self.get(key, parser).map(|_| value)
+    }
+
+    fn problem(&mut self, key: &str, problem: String) {
+        if let Some((value, source)) = self.ann.get(key) {
+            self.problems.push(AnnotationProblem {
+                annotation: key.to_string(),
+                value: value.to_string(),
+                problem,
+                source,
+            });
+        }
+    }
+}
+
+/// One resource field: annotation value, else the config default (empty = unset).
+fn resource<'a>(
+    r: &mut Reader<'a, '_>,
+    key: &str,
+    default: &'a str,
+) -> (Option<&'a str>, Option<parse::Quantity>) {
+    if let Some(q) = r.get(key, parse::parse_resource_quantity) {
+        let (text, _) = r.ann.get(key).unwrap_or((default, Source::Pod));
+        return (Some(text), Some(q));
+    }
+    if r.ann.get(key).is_some() {
+        // Invalid: already recorded; render nothing for it.
+        return (None, None);
+    }
+    if default.is_empty() {
+        (None, None)
+    } else {
+        (Some(default), parse::parse_resource_quantity(default).ok())
+    }
+}
+
+/// Resolves the settings for one pod, or every problem found.
+pub fn resolve<'a>(
+    ann: &EffectiveAnnotations<'a>,
+    config: &'a InjectorConfig,
+    warnings: &mut Vec<String>,
+) -> Result<Settings<'a>, Vec<AnnotationProblem>> {
+    let proxy = &config.proxy;
+    let mut r = Reader {
+        ann,
+        problems: Vec::new(),
+        warnings,
+    };
+
+    // Resources, per field (deliberately better than Istio: the other defaults stay).
+    let res = &proxy.resources;
+    let (cpu_req, cpu_req_q) = resource(&mut r, keys::PROXY_CPU, &res.requests.cpu);
+    let (mem_req, mem_req_q) = resource(&mut r, keys::PROXY_MEMORY, &res.requests.memory);
+    let (cpu_lim, cpu_lim_q) = resource(&mut r, keys::PROXY_CPU_LIMIT, &res.limits.cpu);
+    let (mem_lim, mem_lim_q) = resource(&mut r, keys::PROXY_MEMORY_LIMIT, &res.limits.memory);
+    for (req_key, req, req_q, lim_key, lim, lim_q) in [
+        (
+            keys::PROXY_CPU,
+            cpu_req,
+            cpu_req_q,
+            keys::PROXY_CPU_LIMIT,
+            cpu_lim,
+            cpu_lim_q,
+        ),
+        (
+            keys::PROXY_MEMORY,
+            mem_req,
+            mem_req_q,
+            keys::PROXY_MEMORY_LIMIT,
+            mem_lim,
+            mem_lim_q,
+        ),
+    ] {
+        if let (Some(rq), Some(lq)) = (req_q, lim_q)
+            && rq > lq
+        {
+            let problem = format!(
+                "request {} is greater than the limit {}",
+                req.unwrap_or_default(),
+                lim.unwrap_or_default()
+            );
+            // Blame the annotation the user set (the request when both or neither are set).
+            let key = if r.ann.get(req_key).is_some() || r.ann.get(lim_key).is_none() {
+                req_key
+            } else {
+                lim_key
+            };
+            if r.ann.get(key).is_some() {
+                r.problem(key, problem);
+            }
+        }
+    }
+    let quantities = |cpu: Option<&str>, mem: Option<&str>| {
+        let mut m = BTreeMap::new();
+        if let Some(c) = cpu {
+            m.insert("cpu".to_string(), K8sQuantity(c.to_string()));
+        }
+        if let Some(mm) = mem {
+            m.insert("memory".to_string(), K8sQuantity(mm.to_string()));
+        }
+        (!m.is_empty()).then_some(m)
+    };
+    let resources = ResourceRequirements {
+        requests: quantities(cpu_req, mem_req),
+        limits: quantities(cpu_lim, mem_lim),
+        ..Default::default()
+    };
+
+    // Image.
+    let mut image: Cow<'a, str> = Cow::Borrowed(proxy.image.as_str());
+    if let Some(custom) = r.get(keys::PROXY_IMAGE, parse::parse_image) {
+        if custom.contains('/') {
+            image = Cow::Borrowed(custom);
+        } else {
+            r.warnings.push(format!(
+                "annotation {}=\"{}\" is ignored: like Istio, only a full image reference containing '/' is used",
+                keys::PROXY_IMAGE,
+                super::decision::short(custom)
+            ));
+        }
+    }
+    if let Some(suffix) = r.get(keys::PROXY_IMAGE_TYPE, parse::parse_image_type)
+        && !suffix.is_empty()
+    {
+        match with_tag_suffix(&image, suffix) {
+            Some(s) => image = Cow::Owned(s),
+            None => r.problem(
+                keys::PROXY_IMAGE_TYPE,
+                format!("cannot apply to image {image}: it has a digest or no tag"),
+            ),
+        }
+    }
+
+    // ProxyConfig: mesh default, then the annotation overlay.
+    let mut proxy_config = config.mesh.default_config.clone();
+    if let Some(overlay) = r.get(keys::PROXY_CONFIG, parse::parse_proxy_config) {
+        merge_json(&mut proxy_config, overlay);
+    }
+    let hold_application = proxy_config
+        .get("holdApplicationUntilProxyStarts")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(proxy.hold_application_until_proxy_starts);
+    let concurrency = proxy_config
+        .get("concurrency")
+        .and_then(serde_json::Value::as_i64);
+
+    let interception_mode = r
+        .get(keys::INTERCEPTION_MODE, parse::parse_interception_mode)
+        .or_else(|| {
+            proxy_config
+                .get("interceptionMode")
+                .and_then(serde_json::Value::as_str)
+                .and_then(|m| parse::parse_interception_mode(m).ok())
+        })
+        .unwrap_or(proxy.interception_mode);
+
+    let include_ip_ranges = r
+        .text(
+            keys::INCLUDE_OUTBOUND_IP_RANGES,
+            parse::parse_cidr_selection,
+        )
+        .unwrap_or(&proxy.include_ip_ranges);
+    let exclude_ip_ranges = r
+        .text(keys::EXCLUDE_OUTBOUND_IP_RANGES, parse::parse_cidr_list)
+        .unwrap_or(&proxy.exclude_ip_ranges);
+    let include_inbound_ports = r
+        .text(keys::INCLUDE_INBOUND_PORTS, parse::parse_port_selection)
+        .unwrap_or(&proxy.include_inbound_ports);
+    let exclude_inbound_ports = r
+        .text(keys::EXCLUDE_INBOUND_PORTS, parse::parse_port_list)
+        .unwrap_or(&proxy.exclude_inbound_ports);
+    let non_empty = |s: &'a str| (!s.is_empty()).then_some(s);
+    let include_outbound_ports = r
+        .text(keys::INCLUDE_OUTBOUND_PORTS, parse::parse_port_list)
+        .or_else(|| non_empty(&proxy.include_outbound_ports));
+    let exclude_outbound_ports = r
+        .text(keys::EXCLUDE_OUTBOUND_PORTS, parse::parse_port_list)
+        .or_else(|| non_empty(&proxy.exclude_outbound_ports));
+    let exclude_interfaces = r.text(keys::EXCLUDE_INTERFACES, parse::parse_interface_list);
+    let reroute_interfaces = r
+        .text(
+            keys::REROUTE_VIRTUAL_INTERFACES,
+            parse::parse_interface_list,
+        )
+        .or_else(|| r.text(keys::KUBEVIRT_INTERFACES, parse::parse_interface_list));
+
+    let status_port = r
+        .get(keys::STATUS_PORT, parse::parse_status_port)
+        .unwrap_or(proxy.status_port);
+    let readiness_initial_delay = r
+        .get(keys::READINESS_INITIAL_DELAY, parse::parse_non_negative_i32)
+        .unwrap_or(0);
+    let readiness_period = r
+        .get(keys::READINESS_PERIOD, parse::parse_non_negative_i32)
+        .unwrap_or(15);
+    let readiness_failure_threshold = r
+        .get(
+            keys::READINESS_FAILURE_THRESHOLD,
+            parse::parse_non_negative_i32,
+        )
+        .unwrap_or(4);
+
+    let native_sidecar = r
+        .get(keys::NATIVE_SIDECAR, parse::parse_bool)
+        .unwrap_or(proxy.native_sidecar);
+    let rewrite_probes = r
+        .get(keys::REWRITE_PROBES, parse::parse_bool)
+        .unwrap_or(proxy.rewrite_app_http_probe);
+    let merge_metrics = config.mesh.enable_prometheus_merge
+        && r.get(keys::MERGE_METRICS, parse::parse_bool)
+            .unwrap_or(true);
+    let cap_net_bind_service = r
+        .get(keys::CAP_NET_BIND_SERVICE, parse::parse_bool)
+        .unwrap_or(false);
+
+    let log_level = r
+        .text(keys::LOG_LEVEL, parse::parse_envoy_log_level)
+        .unwrap_or(&proxy.log_level);
+    let component_log_level = r
+        .text(keys::COMPONENT_LOG_LEVEL, parse::parse_component_log_level)
+        .unwrap_or(&proxy.component_log_level);
+    let agent_log_level = r
+        .text(keys::AGENT_LOG_LEVEL, parse::parse_agent_log_level)
+        .unwrap_or(&proxy.agent_log_level);
+
+    let user_volumes: BTreeMap<String, Volume> = r
+        .get(keys::USER_VOLUME, |v| named_map(v, "Volume"))
+        .unwrap_or_default();
+    let user_volume_mounts: BTreeMap<String, VolumeMount> = r
+        .get(keys::USER_VOLUME_MOUNT, |v| named_map(v, "VolumeMount"))
+        .unwrap_or_default();
+    let bootstrap_override = r.text(keys::BOOTSTRAP_OVERRIDE, parse::parse_dns_subdomain);
+
+    if !r.problems.is_empty() {
+        return Err(r.problems);
+    }
+    Ok(Settings {
+        image,
+        image_pull_policy: &proxy.image_pull_policy,
+        resources,
+        interception_mode,
+        include_ip_ranges,
+        exclude_ip_ranges,
+        include_inbound_ports,
+        exclude_inbound_ports,
+        include_outbound_ports,
+        exclude_outbound_ports,
+        exclude_interfaces,
+        reroute_interfaces,
+        status_port,
+        readiness_initial_delay,
+        readiness_period,
+        readiness_failure_threshold,
+        proxy_config,
+        hold_application,
+        native_sidecar,
+        rewrite_probes,
+        merge_metrics,
+        log_level,
+        component_log_level,
+        agent_log_level,
+        user_volumes,
+        user_volume_mounts,
+        bootstrap_override,
+        cap_net_bind_service,
+        concurrency,
+    })
+}
+
+/// Appends `suffix` to the image tag (`proxyv2:1.25.0` -> `proxyv2:1.25.0-distroless`).
+fn with_tag_suffix(image: &str, suffix: &str) -> Option<String> {
+    if image.contains('@') {
+        return None;
+    }
+    let name_start = image.rfind('/').map_or(0, |i| i + 1);
+    image[name_start..]
+        .contains(':')
+        .then(|| format!("{image}{suffix}"))
+}
+
+/// Recursive JSON merge: objects merge key by key, anything else replaces.
+fn merge_json(
+    base: &mut serde_json::Map<String, serde_json::Value>,
+    overlay: serde_json::Map<String, serde_json::Value>,
+) {
+    for (k, v) in overlay {
+        match (base.get_mut(&k), v) {
+            (Some(serde_json::Value::Object(b)), serde_json::Value::Object(o)) => merge_json(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Parses Istio's `{"name": {...}}` maps (userVolume, userVolumeMount); the key is the name.
+fn named_map<T: serde::de::DeserializeOwned>(
+    value: &str,
+    what: &str,
+) -> Result<BTreeMap<String, T>, String> {
+    let raw: BTreeMap<String, serde_json::Map<String, serde_json::Value>> =
+        serde_json::from_str(value)
+            .map_err(|e| format!("not a JSON map of name to {what}: {e}"))?;
+    let mut out = BTreeMap::new();
+    for (name, mut obj) in raw {
+        super::annotations::parse_dns_label(&name)
+            .map_err(|e| format!("{what} name \"{}\": {e}", name.escape_debug()))?;
+        obj.insert("name".into(), serde_json::Value::String(name.clone()));
+        let parsed = serde_json::from_value(serde_json::Value::Object(obj))
+            .map_err(|e| format!("{what} {name}: {e}"))?;
+        out.insert(name, parsed);
+    }
+    Ok(out)
+}

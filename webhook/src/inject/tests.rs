@@ -1,0 +1,373 @@
+//! Unit tests of the public surface: patch shape, idempotency, limits and error reporting.
+
+use std::collections::BTreeMap;
+
+use json_patch::PatchOperation;
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::{Value, json};
+
+use super::*;
+
+fn pod(v: Value) -> Pod {
+    serde_json::from_value(v).expect("valid pod")
+}
+
+fn ns(name: &str) -> NamespaceInfo {
+    NamespaceInfo {
+        name: name.into(),
+        labels: BTreeMap::from([("istio-injection".into(), "enabled".into())]),
+        annotations: BTreeMap::new(),
+    }
+}
+
+fn run(p: &Pod, config: &InjectorConfig) -> Result<Outcome, InjectError> {
+    inject(&InjectRequest {
+        pod: p,
+        namespace: &ns("demo"),
+        config,
+    })
+}
+
+fn op_paths(o: &Outcome) -> Vec<String> {
+    o.patch
+        .0
+        .iter()
+        .map(|op| match op {
+            PatchOperation::Add(a) => format!("add {}", a.path),
+            PatchOperation::Replace(r) => format!("replace {}", r.path),
+            PatchOperation::Remove(r) => format!("remove {}", r.path),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn patch_applies_to_bare_pod_and_creates_metadata_maps() {
+    let input =
+        json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "app", "image": "a"}]}});
+    let p = pod(input.clone());
+    let out = run(&p, &InjectorConfig::default()).unwrap();
+    assert_eq!(out.reason, Reason::Injected);
+    let paths = op_paths(&out);
+    assert!(
+        paths.contains(&"add /metadata/annotations".to_string()),
+        "{paths:?}"
+    );
+    assert!(
+        paths.contains(&"add /metadata/labels".to_string()),
+        "{paths:?}"
+    );
+    assert!(
+        paths.contains(&"add /spec/initContainers".to_string()),
+        "{paths:?}"
+    );
+    assert!(
+        paths.contains(&"add /spec/containers/1".to_string()),
+        "{paths:?}"
+    );
+    let mut patched = input;
+    json_patch::patch(&mut patched, &out.patch).unwrap();
+    let names: Vec<&str> = patched["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["app", "istio-proxy"]);
+    assert_eq!(
+        patched["metadata"]["labels"]["security.istio.io/tlsMode"],
+        "istio"
+    );
+    assert_eq!(
+        patched["metadata"]["annotations"]["kubectl.kubernetes.io/default-container"],
+        "app"
+    );
+    let status: Value = serde_json::from_str(
+        patched["metadata"]["annotations"]["sidecar.istio.io/status"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status["containers"], json!(["istio-proxy"]));
+    assert_eq!(status["initContainers"], json!(["istio-init"]));
+    assert_eq!(status["revision"], "default");
+}
+
+#[test]
+fn hold_inserts_proxy_first_with_a_single_add() {
+    let mut config = InjectorConfig::default();
+    config.proxy.hold_application_until_proxy_starts = true;
+    let input =
+        json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}, {"name": "b"}]}});
+    let out = run(&pod(input.clone()), &config).unwrap();
+    let paths = op_paths(&out);
+    assert!(
+        paths.contains(&"add /spec/containers/0".to_string()),
+        "{paths:?}"
+    );
+    assert!(
+        !paths
+            .iter()
+            .any(|p| p.starts_with("replace /spec/containers")),
+        "{paths:?}"
+    );
+    let mut patched = input;
+    json_patch::patch(&mut patched, &out.patch).unwrap();
+    assert_eq!(patched["spec"]["containers"][0]["name"], "istio-proxy");
+    assert_eq!(
+        patched["spec"]["containers"][0]["lifecycle"]["postStart"]["exec"]["command"],
+        json!(["pilot-agent", "wait"])
+    );
+    assert_eq!(patched["spec"]["containers"][1]["name"], "a");
+}
+
+#[test]
+fn reinjection_is_idempotent() {
+    let input =
+        json!({"metadata": {"generateName": "w-"}, "spec": {"containers": [{"name": "a"}]}});
+    let config = InjectorConfig::default();
+    let out = run(&pod(input.clone()), &config).unwrap();
+    let mut patched = input;
+    json_patch::patch(&mut patched, &out.patch).unwrap();
+    let second = run(&pod(patched), &config).unwrap();
+    assert_eq!(second.reason, Reason::AlreadyInjected);
+    assert!(second.patch.0.is_empty());
+}
+
+#[test]
+fn not_injected_means_empty_patch_and_explained() {
+    let p = pod(
+        json!({"metadata": {"name": "p", "labels": {"sidecar.istio.io/inject": "false"}},
+                       "spec": {"containers": [{"name": "a"}]}}),
+    );
+    let out = run(&p, &InjectorConfig::default()).unwrap();
+    assert_eq!(out.reason, Reason::DisabledByLabel);
+    assert!(out.patch.0.is_empty());
+    assert!(
+        out.explanation
+            .iter()
+            .any(|s| s.contains("namespace demo: not in ignored namespaces"))
+    );
+    assert_eq!(
+        out.explanation.last().map(String::as_str),
+        Some("decision: disabled-by-label")
+    );
+}
+
+#[test]
+fn errors_are_aggregated_and_labelled() {
+    let p = pod(json!({"metadata": {"name": "p", "annotations": {
+        "sidecar.istio.io/proxyCPU": "lots",
+        "traffic.sidecar.istio.io/excludeOutboundIPRanges": "10.0.0/8"}},
+        "spec": {"containers": [{"name": "a"}]}}));
+    let err = run(&p, &InjectorConfig::default()).unwrap_err();
+    assert_eq!(err.reason(), "invalid-annotation");
+    let msg = err.to_string();
+    assert!(msg.starts_with("invalid sidecar annotations: "), "{msg}");
+    assert!(
+        msg.contains("sidecar.istio.io/proxyCPU=\"lots\": not a valid Kubernetes quantity"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("traffic.sidecar.istio.io/excludeOutboundIPRanges=\"10.0.0/8\""),
+        "{msg}"
+    );
+}
+
+#[test]
+fn hostile_input_is_refused_without_panic() {
+    let containers: Vec<Value> = (0..=MAX_CONTAINERS)
+        .map(|i| json!({"name": format!("c{i}")}))
+        .collect();
+    let p = pod(json!({"metadata": {"name": "p"}, "spec": {"containers": containers}}));
+    let err = run(&p, &InjectorConfig::default()).unwrap_err();
+    assert_eq!(err.reason(), "invalid-pod");
+    assert!(err.to_string().contains("101 containers"), "{err}");
+
+    let huge = "1".repeat(annotations::MAX_ANNOTATION_VALUE_BYTES + 1);
+    let p = pod(
+        json!({"metadata": {"name": "p", "annotations": {"traffic.sidecar.istio.io/excludeInboundPorts": huge}},
+                       "spec": {"containers": [{"name": "a"}]}}),
+    );
+    let msg = run(&p, &InjectorConfig::default()).unwrap_err().to_string();
+    assert!(msg.contains("65537 bytes"), "{msg}");
+    assert!(
+        msg.len() < 400,
+        "message must not echo the whole value: {} bytes",
+        msg.len()
+    );
+
+    let p = pod(json!({"metadata": {"name": "p"}}));
+    assert_eq!(
+        run(&p, &InjectorConfig::default()).unwrap_err().reason(),
+        "invalid-pod"
+    );
+}
+
+#[test]
+fn bad_selector_operator_is_a_config_error() {
+    let config: InjectorConfig = InjectorConfig::from_yaml(
+        "neverInjectSelector:\n- matchExpressions: [{key: a, operator: Maybe}]\n",
+    )
+    .unwrap();
+    let p = pod(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}]}}));
+    let err = run(&p, &config).unwrap_err();
+    assert_eq!(err.reason(), "invalid-config");
+    assert!(
+        err.to_string()
+            .contains("neverInjectSelector[0].matchExpressions[0].operator"),
+        "{err}"
+    );
+}
+
+#[test]
+fn reasons_are_kebab_case_and_distinct() {
+    let names: std::collections::BTreeSet<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+    assert_eq!(names.len(), Reason::ALL.len());
+    assert!(
+        names
+            .iter()
+            .all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+    );
+}
+
+#[test]
+fn warnings_stay_short_for_kubectl() {
+    let long = "y".repeat(10_000);
+    let p = pod(json!({"metadata": {"name": "p", "annotations": {
+        "sidecar.istio.io/inject": long, "sidecar.istio.io/proxyImage": "x".repeat(1000)}},
+        "spec": {"containers": [{"name": "a"}]}}));
+    let out = run(&p, &InjectorConfig::default()).unwrap();
+    assert_eq!(out.warnings.len(), 2, "{:?}", out.warnings);
+    assert!(
+        out.warnings.iter().all(|w| w.len() <= 256),
+        "{:?}",
+        out.warnings
+    );
+}
+
+#[test]
+fn unknown_key_warnings_are_capped() {
+    let annotations: serde_json::Map<String, Value> = (0..50)
+        .map(|i| {
+            (
+                format!("sidecar.istio.io/typo{i}"),
+                Value::String("x".into()),
+            )
+        })
+        .collect();
+    let p = pod(
+        json!({"metadata": {"name": "p", "annotations": annotations},
+                       "spec": {"containers": [{"name": "a"}]}}),
+    );
+    let out = run(&p, &InjectorConfig::default()).unwrap();
+    assert_eq!(
+        out.warnings.len(),
+        MAX_KEY_WARNINGS + 1,
+        "{:?}",
+        out.warnings
+    );
+    assert!(
+        out.warnings.last().unwrap().starts_with("40 more"),
+        "{:?}",
+        out.warnings
+    );
+    assert!(
+        out.explanation
+            .iter()
+            .any(|e| e.contains("requests cpu=100m memory=128Mi, limits cpu=2000m memory=1024Mi")),
+        "{:?}",
+        out.explanation
+    );
+}
+
+/// Throughput check; run with `cargo test --release -p skjold-webhook --lib perf -- --ignored --nocapture`.
+#[test]
+#[ignore = "timing; run in release"]
+fn perf_typical_pod() {
+    let p = pod(json!({
+        "metadata": {"generateName": "web-7d4b9c-", "namespace": "demo",
+            "labels": {"app": "web", "pod-template-hash": "7d4b9c"},
+            "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "9090",
+                            "sidecar.istio.io/proxyCPU": "200m"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d4b9c",
+                                 "uid": "u", "controller": true}]},
+        "spec": {"containers": [{"name": "web", "image": "nginx",
+            "ports": [{"containerPort": 8080, "name": "http"}],
+            "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}},
+            "livenessProbe": {"tcpSocket": {"port": 8080}},
+            "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
+            "resources": {"requests": {"cpu": "100m"}}}]}
+    }));
+    let config = InjectorConfig::default();
+    let n = 20_000;
+    let cpu_before = thread_cpu_ns();
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = std::time::Instant::now();
+        let out = run(&p, &config).unwrap();
+        samples.push(t.elapsed());
+        assert_eq!(out.reason, Reason::Injected);
+    }
+    if let (Some(a), Some(b)) = (cpu_before, thread_cpu_ns()) {
+        println!(
+            "inject(): mean on-CPU time {} ns (unaffected by other load)",
+            (b - a) / n as u64
+        );
+    }
+    samples.sort();
+    let total: std::time::Duration = samples.iter().sum();
+    println!(
+        "inject(): n={n} mean={:?} p50={:?} p99={:?} max={:?} => {:.0}/s single core",
+        total / n as u32,
+        samples[n / 2],
+        samples[n * 99 / 100],
+        samples[n - 1],
+        n as f64 / total.as_secs_f64()
+    );
+}
+
+/// Breakdown of the main costs; run like `perf_typical_pod`.
+#[test]
+#[ignore = "timing; run in release"]
+fn perf_breakdown() {
+    let config = InjectorConfig::default();
+    let n = 20_000u32;
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(config.hash());
+    }
+    println!("config.hash(): {:?}", t.elapsed() / n);
+    let p = pod(
+        json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "image": "a"}]}}),
+    );
+    let out = run(&p, &config).unwrap();
+    let mut patched = serde_json::to_value(&p).unwrap();
+    json_patch::patch(&mut patched, &out.patch).unwrap();
+    let injected: Pod = serde_json::from_value(patched).unwrap();
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(serde_json::to_value(&injected).unwrap());
+    }
+    println!("to_value(injected pod): {:?}", t.elapsed() / n);
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(injected.clone());
+    }
+    println!("clone(injected pod): {:?}", t.elapsed() / n);
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(run(&p, &config).unwrap());
+    }
+    println!("inject(minimal pod): {:?}", t.elapsed() / n);
+}
+
+/// This thread's on-CPU time in ns (Linux `schedstat`), to measure despite a busy machine.
+fn thread_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
