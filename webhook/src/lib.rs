@@ -3,5 +3,11 @@
 //! The decision and the patch are pure functions ([`inject::inject`]) of the pod, its namespace
 //! and the [`config::InjectorConfig`]; the HTTP server only decodes, calls and encodes.
 
+pub mod admission;
+pub mod cache;
 pub mod config;
 pub mod inject;
+pub mod metrics;
+pub mod server;
+pub mod tls;
+pub mod workload;

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# make bench: every performance figure the project states, printed as numbers.
+#  1. webhook over HTTPS keep-alive: fixed-rate latency, closed-loop throughput, peak RSS
+#  2. the same webhook under wrk, next to nginx serving a fixed reply over TLS (transport ceiling)
+#  3. operator: MeshConfig edit -> mesh ConfigMap latency, RSS with 1,000 namespaces
+#  4. API server's own view of the webhook's latency over 1,000 real pod creations
+# Set BENCH_ONLY=webhook|wrk|operator|apiserver to run one part.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+only=${BENCH_ONLY:-all}
+run() { [ "$only" = all ] || [ "$only" = "$1" ]; }
+
+if run webhook; then
+  echo "=== 1. skjold-webhook: HTTPS keep-alive load (release build)"
+  cargo bench -q -p skjold-webhook --bench webhook_load
+fi
+if run wrk; then
+  echo "=== 2. wrk: webhook vs nginx fixed reply over TLS"
+  bash scripts/bench/wrk-vs-nginx.sh
+fi
+if run operator; then
+  echo "=== 3. skjold-operator: reconcile latency and memory (release build)"
+  cargo build -q --release -p skjold-operator --bin skjold-operator
+  SKJOLD_OPERATOR_BIN=$PWD/target/release/skjold-operator \
+    cargo test -q -p skjold-e2e --test operator -- --ignored --nocapture --test-threads=1 bench_
+fi
+if run apiserver; then
+  echo "=== 4. kube-apiserver's apiserver_admission_webhook_admission_duration_seconds over 1,000 pods"
+  bash e2e/scripts/bench-admission.sh --release
+fi

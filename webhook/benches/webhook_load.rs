@@ -1,0 +1,616 @@
+//! Load generator for the webhook over HTTPS keep-alive: latency (p50/p99/p999), throughput and
+//! the server's peak RSS.
+//!
+//! `cargo bench -p skjold-webhook --bench webhook_load` starts the release `skjold-webhook` binary
+//! itself (generated certificate, `--kubernetes off`) and runs:
+//! - fixed rate: `--rate` req/s for `--fixed-secs` over a pool of connections; a request that is
+//!   late because the server was slow is timed from its scheduled send time (no coordinated
+//!   omission), one on schedule from the moment it is sent;
+//! - closed loop: one keep-alive connection per worker at each `--concurrency`, for `--secs`.
+//!
+//! `--url https://HOST:PORT --ca-file CA.pem` targets an already running webhook instead.
+//! Every request is a typical Deployment pod CREATE that gets injected.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+#[derive(Debug, Parser)]
+#[command(about = "HTTPS keep-alive load generator for skjold-webhook")]
+struct Args {
+    /// Target an already running webhook (https://HOST:PORT) instead of starting one.
+    #[arg(long)]
+    url: Option<String>,
+    /// CA bundle to trust for --url.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// TLS server name for --url (default: the URL's host).
+    #[arg(long)]
+    server_name: Option<String>,
+    /// Request path.
+    #[arg(long, default_value = "/inject")]
+    path: String,
+    /// Closed-loop concurrencies (connections), comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+    concurrency: Vec<usize>,
+    /// Seconds per closed-loop step.
+    #[arg(long, default_value_t = 5)]
+    secs: u64,
+    /// Fixed-rate step: requests per second (0 skips it).
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Seconds of the fixed-rate step.
+    #[arg(long, default_value_t = 10)]
+    fixed_secs: u64,
+    /// Connections used by the fixed-rate step.
+    #[arg(long, default_value_t = 16)]
+    fixed_connections: usize,
+    /// Client runtime worker threads (the server and the client share the machine).
+    #[arg(long, default_value_t = 2)]
+    client_threads: usize,
+    /// Only time the in-process phases (decode, inject, encode) for this many iterations.
+    #[arg(long)]
+    phases: Option<u32>,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.client_threads.max(1))
+        .enable_all()
+        .build()?;
+    rt.block_on(run(args))
+}
+
+struct Target {
+    addr: SocketAddr,
+    connector: TlsConnector,
+    server_name: rustls::pki_types::ServerName<'static>,
+    path: String,
+    body: Bytes,
+}
+
+/// The webhook process started by the bench, stopped on drop.
+struct Spawned {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let body = Bytes::from(serde_json::to_vec(&typical_review())?);
+    if let Some(n) = args.phases {
+        return phases(&body, n.max(1));
+    }
+    let (target, spawned) = match &args.url {
+        Some(url) => (external_target(&args, url, body.clone())?, None),
+        None => {
+            let (t, s) = spawn_webhook(&args, body.clone()).await?;
+            (t, Some(s))
+        }
+    };
+    let target = Arc::new(target);
+    let pid = spawned.as_ref().map(|s| s.child.id());
+
+    // Check the answer once: a typical pod must be injected.
+    let mut conn = connect(&target).await?;
+    let reply = send(&mut conn, &target).await?;
+    let v: serde_json::Value = serde_json::from_slice(&reply)?;
+    if v["response"]["allowed"] != true || v["response"]["patch"].is_null() {
+        bail!("unexpected webhook answer: {v}");
+    }
+    println!(
+        "skjold-webhook load test: POST {} with a {}-byte AdmissionReview (typical pod, injected), HTTPS keep-alive, HTTP/1.1",
+        target.path,
+        body.len()
+    );
+    println!(
+        "machine: {} CPUs (server and load generator share them)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    // Warm-up.
+    closed_loop(&target, 8, Duration::from_secs(1)).await?;
+
+    if args.rate > 0 {
+        let cpu0 = pid.and_then(cpu_seconds);
+        let r = fixed_rate(
+            &target,
+            args.rate,
+            Duration::from_secs(args.fixed_secs),
+            args.fixed_connections,
+        )
+        .await?;
+        let cpu = cpu0.zip(pid.and_then(cpu_seconds)).map(|(a, b)| b - a);
+        println!();
+        println!(
+            "fixed rate {} req/s for {} s over {} connections (late requests timed from their due time):",
+            args.rate, args.fixed_secs, args.fixed_connections
+        );
+        println!(
+            "  sent {}  errors {}  achieved {:.0} req/s  p50 {}  p99 {}  p999 {}  max {}{}",
+            r.latencies.len() + r.errors,
+            r.errors,
+            r.throughput(),
+            fmt_us(r.percentile(50.0)),
+            fmt_us(r.percentile(99.0)),
+            fmt_us(r.percentile(99.9)),
+            fmt_us(r.percentile(100.0)),
+            cpu.map(|c| format!(
+                "  server CPU {:.0} µs/req",
+                c * 1e6 / r.latencies.len().max(1) as f64
+            ))
+            .unwrap_or_default()
+        );
+    }
+
+    println!();
+    println!("closed loop, {} s per step:", args.secs);
+    println!(
+        "  {:>5} {:>10} {:>9} {:>9} {:>9} {:>7} {:>14}",
+        "conns", "req/s", "p50", "p99", "p999", "errors", "server CPU/req"
+    );
+    for &c in &args.concurrency {
+        let cpu0 = pid.and_then(cpu_seconds);
+        let r = closed_loop(&target, c, Duration::from_secs(args.secs)).await?;
+        let cpu = cpu0.zip(pid.and_then(cpu_seconds)).map(|(a, b)| b - a);
+        println!(
+            "  {:>5} {:>10.0} {:>9} {:>9} {:>9} {:>7} {:>14}",
+            c,
+            r.throughput(),
+            fmt_us(r.percentile(50.0)),
+            fmt_us(r.percentile(99.0)),
+            fmt_us(r.percentile(99.9)),
+            r.errors,
+            cpu.map(|c| format!("{:.0} µs", c * 1e6 / r.latencies.len().max(1) as f64))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+
+    if let Some(pid) = pid {
+        let (hwm, rss) = memory_kib(pid).unwrap_or((0, 0));
+        println!();
+        println!(
+            "server memory: peak RSS (VmHWM) {:.1} MiB, current RSS {:.1} MiB",
+            hwm as f64 / 1024.0,
+            rss as f64 / 1024.0
+        );
+    }
+    drop(spawned);
+    Ok(())
+}
+
+fn external_target(args: &Args, url: &str, body: Bytes) -> anyhow::Result<Target> {
+    let rest = url
+        .strip_prefix("https://")
+        .context("--url must start with https://")?;
+    let hostport = rest.split('/').next().unwrap_or(rest);
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(hostport)
+        .with_context(|| format!("cannot resolve {hostport}"))?
+        .next()
+        .with_context(|| format!("{hostport} resolves to nothing"))?;
+    let host = hostport
+        .rsplit_once(':')
+        .map_or(hostport, |(h, _)| h)
+        .trim_matches(['[', ']']);
+    let ca_file = args.ca_file.as_ref().context("--url needs --ca-file")?;
+    let ca = std::fs::read_to_string(ca_file)
+        .with_context(|| format!("cannot read {}", ca_file.display()))?;
+    let name = args.server_name.clone().unwrap_or_else(|| host.to_string());
+    Ok(Target {
+        addr,
+        connector: connector(&ca)?,
+        server_name: rustls::pki_types::ServerName::try_from(name)?,
+        path: args.path.clone(),
+        body,
+    })
+}
+
+async fn spawn_webhook(args: &Args, body: Bytes) -> anyhow::Result<(Target, Spawned)> {
+    let ca = skjold_certs::CertificateAuthority::generate(
+        "skjold-bench-ca",
+        Duration::from_secs(86_400),
+    )?;
+    let serving = ca.issue_serving(
+        &["localhost".to_string()],
+        &[std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)],
+        Duration::from_secs(86_400),
+    )?;
+    let dir = tempfile::tempdir()?;
+    let cert = dir.path().join("tls.crt");
+    let key = dir.path().join("tls.key");
+    std::fs::write(&cert, &serving.cert_pem)?;
+    std::fs::write(&key, &serving.key_pem)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let child = Command::new(env!("CARGO_BIN_EXE_skjold-webhook"))
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .args(["--kubernetes", "off"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start skjold-webhook")?;
+    let spawned = Spawned { child, _dir: dir };
+    let target = Target {
+        addr,
+        connector: connector(ca.cert_pem())?,
+        server_name: rustls::pki_types::ServerName::try_from("localhost")?,
+        path: args.path.clone(),
+        body,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if connect(&target).await.is_ok() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("skjold-webhook did not start listening on {addr} within 20 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok((target, spawned))
+}
+
+fn connector(ca_pem: &str) -> anyhow::Result<TlsConnector> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+async fn connect(target: &Target) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    let tcp = TcpStream::connect(target.addr).await?;
+    tcp.set_nodelay(true)?;
+    let tls = target
+        .connector
+        .connect(target.server_name.clone(), tcp)
+        .await?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+/// Sends one review; Ok only for HTTP 200 with a full body.
+async fn send(conn: &mut SendRequest<Full<Bytes>>, target: &Target) -> anyhow::Result<Bytes> {
+    conn.ready().await?;
+    let req = hyper::Request::post(target.path.as_str())
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(Full::new(target.body.clone()))?;
+    let resp = conn.send_request(req).await?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    if status != hyper::StatusCode::OK {
+        bail!("HTTP {status}: {}", String::from_utf8_lossy(&body));
+    }
+    Ok(body)
+}
+
+struct Results {
+    /// Microseconds, sorted.
+    latencies: Vec<u32>,
+    errors: usize,
+    elapsed: Duration,
+}
+
+impl Results {
+    fn merge(parts: Vec<(Vec<u32>, usize)>, elapsed: Duration) -> Results {
+        let mut latencies = Vec::new();
+        let mut errors = 0;
+        for (l, e) in parts {
+            latencies.extend(l);
+            errors += e;
+        }
+        latencies.sort_unstable();
+        Results {
+            latencies,
+            errors,
+            elapsed,
+        }
+    }
+
+    fn throughput(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile(&self, p: f64) -> Option<u32> {
+        if self.latencies.is_empty() {
+            return None;
+        }
+        let rank = ((p / 100.0) * (self.latencies.len() - 1) as f64).round() as usize;
+        self.latencies
+            .get(rank.min(self.latencies.len() - 1))
+            .copied()
+    }
+}
+
+fn fmt_us(v: Option<u32>) -> String {
+    match v {
+        None => "-".into(),
+        Some(us) if us >= 10_000 => format!("{:.1}ms", us as f64 / 1000.0),
+        Some(us) => format!("{us}µs"),
+    }
+}
+
+/// `conns` workers, each sending back-to-back on its own keep-alive connection.
+async fn closed_loop(
+    target: &Arc<Target>,
+    conns: usize,
+    duration: Duration,
+) -> anyhow::Result<Results> {
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        let target = target.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(64 * 1024);
+            let mut errors = 0usize;
+            let mut conn = match connect(&target).await {
+                Ok(c) => c,
+                Err(_) => return (lat, 1),
+            };
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match send(&mut conn, &target).await {
+                    Ok(_) => lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32),
+                    Err(_) => {
+                        errors += 1;
+                        match connect(&target).await {
+                            Ok(c) => conn = c,
+                            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                        }
+                    }
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut parts = Vec::with_capacity(conns);
+    for t in tasks {
+        parts.push(t.await?);
+    }
+    Ok(Results::merge(parts, start.elapsed()))
+}
+
+/// Open loop: request i is due at `start + i/rate`; worker w sends requests i ≡ w (mod conns).
+async fn fixed_rate(
+    target: &Arc<Target>,
+    rate: u64,
+    duration: Duration,
+    conns: usize,
+) -> anyhow::Result<Results> {
+    let total = rate * duration.as_secs();
+    let period = Duration::from_secs_f64(1.0 / rate as f64);
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    let mut tasks = Vec::with_capacity(conns);
+    for w in 0..conns {
+        let target = target.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity((total as usize / conns) + 1);
+            let mut errors = 0usize;
+            let mut conn = match connect(&target).await {
+                Ok(c) => c,
+                Err(_) => return (lat, 1),
+            };
+            let mut i = w as u64;
+            while i < total {
+                let due = start + period.mul_f64(i as f64);
+                // Behind schedule (the server was slow): count from the due time, so queueing
+                // shows. Ahead: count from the wake-up, so the timer's ~1 ms slop does not.
+                let origin = if due > tokio::time::Instant::now() {
+                    tokio::time::sleep_until(due).await;
+                    tokio::time::Instant::now()
+                } else {
+                    due
+                };
+                match send(&mut conn, &target).await {
+                    Ok(_) => lat.push(origin.elapsed().as_micros().min(u32::MAX as u128) as u32),
+                    Err(_) => {
+                        errors += 1;
+                        if let Ok(c) = connect(&target).await {
+                            conn = c;
+                        }
+                    }
+                }
+                i += conns as u64;
+            }
+            (lat, errors)
+        }));
+    }
+    let mut parts = Vec::with_capacity(conns);
+    for t in tasks {
+        parts.push(t.await?);
+    }
+    Ok(Results::merge(parts, start.elapsed()))
+}
+
+/// Mean time of each in-process step of one admission, without HTTP or TLS.
+fn phases(body: &[u8], n: u32) -> anyhow::Result<()> {
+    use skjold_webhook::admission;
+    use skjold_webhook::config::InjectorConfig;
+    use skjold_webhook::inject::{self, InjectRequest, NamespaceInfo};
+
+    let config = InjectorConfig::default();
+    let namespace = NamespaceInfo {
+        name: "shop".into(),
+        ..NamespaceInfo::default()
+    };
+    // On-CPU time of this thread (schedstat, ns): wall time is meaningless on a shared machine.
+    let cpu_ns = || -> u64 {
+        std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+            .unwrap_or(0)
+    };
+    let time = |name: &str, f: &mut dyn FnMut() -> anyhow::Result<usize>| -> anyhow::Result<()> {
+        let start = Instant::now();
+        let cpu0 = cpu_ns();
+        let mut size = 0;
+        for _ in 0..n {
+            size = f()?;
+        }
+        let cpu = (cpu_ns() - cpu0) as f64 / 1e3 / f64::from(n);
+        let wall = start.elapsed().as_secs_f64() * 1e6 / f64::from(n);
+        println!("  {name:<28} {cpu:>8.1} µs CPU  {wall:>8.1} µs wall  ({size} bytes/items out)");
+        Ok(())
+    };
+    println!("in-process phases, mean of {n} iterations:");
+    time("decode review + pod", &mut || {
+        let review = admission::decode(body)?;
+        Ok(review.pod()?.metadata.labels.map_or(0, |l| l.len()))
+    })?;
+    let review = admission::decode(body)?;
+    let pod = review.pod()?;
+    let req = InjectRequest {
+        pod: &pod,
+        namespace: &namespace,
+        config: &config,
+    };
+    time("inject (decision + patch)", &mut || {
+        Ok(inject::inject(&req)?.patch.0.len())
+    })?;
+    let outcome = inject::inject(&req)?;
+    let resp = review.allow().with_patch(outcome.patch.clone())?;
+    time("serialize patch (JSON)", &mut || {
+        Ok(serde_json::to_vec(&outcome.patch)?.len())
+    })?;
+    time("encode response (base64)", &mut || {
+        Ok(admission::encode(review.api_version, &resp)?.len())
+    })?;
+    Ok(())
+}
+
+/// utime + stime of a process in seconds.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // USER_HZ is 100 on Linux.
+    Some((utime + stime) / 100.0)
+}
+
+/// (VmHWM, VmRSS) in KiB.
+fn memory_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+    };
+    Some((field("VmHWM:")?, field("VmRSS:")?))
+}
+
+/// A typical Deployment pod CREATE, opted in by label.
+fn typical_review() -> serde_json::Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "0c9a8d74-9cb7-44dd-b98e-09fd62def2f4",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "shop",
+            "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller",
+                         "uid": "1b2c", "groups": ["system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"]},
+            "object": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "generateName": "web-7d9f8c6b5-",
+                    "namespace": "shop",
+                    "labels": {"app": "web", "version": "v1", "pod-template-hash": "7d9f8c6b5", "sidecar.istio.io/inject": "true"},
+                    "annotations": {"kubectl.kubernetes.io/restartedAt": "2026-11-21T10:00:00Z", "prometheus.io/scrape": "true", "prometheus.io/port": "9090"},
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d9f8c6b5",
+                                         "uid": "6b0c3f47-1f8d-4f0e-9a55-0d5b7b2f4a11", "controller": true, "blockOwnerDeletion": true}],
+                    "managedFields": [{"manager": "kube-controller-manager", "operation": "Update", "apiVersion": "v1",
+                                       "time": "2026-11-21T10:00:00Z", "fieldsType": "FieldsV1",
+                                       "fieldsV1": {"f:metadata": {"f:generateName": {}, "f:labels": {".": {}, "f:app": {}}},
+                                                    "f:spec": {"f:containers": {"k:{\"name\":\"web\"}": {".": {}, "f:image": {}}}}}}]
+                },
+                "spec": {
+                    "serviceAccountName": "web",
+                    "serviceAccount": "web",
+                    "containers": [{
+                        "name": "web",
+                        "image": "registry.example/shop/web:1.4.2",
+                        "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"},
+                                  {"name": "metrics", "containerPort": 9090, "protocol": "TCP"}],
+                        "env": [{"name": "LOG_LEVEL", "value": "info"}, {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+                        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
+                        "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080, "scheme": "HTTP"}, "periodSeconds": 5, "timeoutSeconds": 1},
+                        "livenessProbe": {"httpGet": {"path": "/live", "port": "http"}, "initialDelaySeconds": 10},
+                        "volumeMounts": [{"name": "kube-api-access-x7k2p", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}],
+                        "terminationMessagePath": "/dev/termination-log",
+                        "terminationMessagePolicy": "File",
+                        "imagePullPolicy": "IfNotPresent"
+                    }],
+                    "volumes": [{"name": "kube-api-access-x7k2p", "projected": {"defaultMode": 420, "sources": [
+                        {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+                        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                        {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}]}}],
+                    "restartPolicy": "Always",
+                    "terminationGracePeriodSeconds": 30,
+                    "dnsPolicy": "ClusterFirst",
+                    "securityContext": {},
+                    "schedulerName": "default-scheduler",
+                    "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+                                    {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}],
+                    "priority": 0,
+                    "enableServiceLinks": true,
+                    "preemptionPolicy": "PreemptLowerPriority"
+                },
+                "status": {}
+            },
+            "oldObject": null,
+            "dryRun": false,
+            "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"}
+        }
+    })
+}

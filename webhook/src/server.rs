@@ -1,0 +1,525 @@
+//! The HTTPS admission server: routes, request limits, timeouts and graceful shutdown.
+//!
+//! The injector runs inline on the request task: it is CPU-bound and takes microseconds, so a
+//! hop to a blocking pool would cost more than it saves. Every failure path answers; nothing a
+//! client sends can panic the server (an injector panic is caught and refuses that one pod).
+
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum_server::Handle;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper_util::rt::TokioTimer;
+use tokio::task::JoinHandle;
+
+use crate::admission::{self, Review, Target};
+use crate::cache::Cache;
+use crate::config::DEFAULT_REVISION;
+use crate::inject::{self, InjectError, InjectRequest};
+use crate::metrics::{self, Metrics, RequestResult};
+
+/// Limits and timeouts of the server.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Whole-request budget (headers, body, decision); below the API server's 10 s webhook timeout.
+    pub request_timeout: Duration,
+    /// Largest accepted request body; larger bodies get HTTP 413 without being read.
+    pub max_body_bytes: usize,
+    /// How long a graceful shutdown waits for in-flight requests before closing connections.
+    pub shutdown_grace: Duration,
+    /// TLS handshake budget, so a client that connects and stays silent is dropped.
+    pub handshake_timeout: Duration,
+    /// How long an HTTP/1.1 connection may sit before (or while) sending request headers.
+    ///
+    /// Longer than kube-apiserver's 90 s idle-connection timeout on purpose: the client should be
+    /// the one closing idle keep-alive connections, since a server-side close can race a POST.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            request_timeout: Duration::from_millis(4000),
+            max_body_bytes: 4 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(20),
+            handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What the handlers share.
+pub struct AppState {
+    pub cache: Arc<Cache>,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+    /// Set on SIGTERM so `/readyz` fails while in-flight requests drain.
+    shutting_down: AtomicBool,
+}
+
+impl AppState {
+    pub fn new(cache: Arc<Cache>, metrics: Arc<Metrics>, settings: Settings) -> Arc<Self> {
+        Arc::new(AppState {
+            cache,
+            metrics,
+            settings,
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+}
+
+/// The routes of the TLS listener.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/inject", post(inject_default))
+        .route("/inject/rev/{rev}", post(inject_revision))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_handler))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// A running server: its bound address and the handle to stop it.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    handle: Handle<SocketAddr>,
+    state: Arc<AppState>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, fails readiness and lets in-flight requests finish (up to the grace period).
+    pub fn graceful_shutdown(&self) {
+        self.state.shutting_down.store(true, Ordering::Release);
+        self.handle
+            .graceful_shutdown(Some(self.state.settings.shutdown_grace));
+    }
+
+    /// Waits until the server has stopped (after a shutdown, or on a fatal listener error).
+    pub async fn wait(&mut self) -> std::io::Result<()> {
+        match (&mut self.task).await {
+            Ok(result) => result,
+            Err(join) => Err(std::io::Error::other(join)),
+        }
+    }
+}
+
+/// Binds `listen` and serves HTTP/1.1 and HTTP/2 over TLS until [`RunningServer::graceful_shutdown`].
+pub async fn start(
+    listen: SocketAddr,
+    tls: RustlsConfig,
+    state: Arc<AppState>,
+) -> std::io::Result<RunningServer> {
+    let handle = Handle::<SocketAddr>::new();
+    let acceptor = RustlsAcceptor::new(tls).handshake_timeout(state.settings.handshake_timeout);
+    let mut server = axum_server::bind(listen)
+        .acceptor(acceptor)
+        .handle(handle.clone());
+    server
+        .http_builder()
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.settings.idle_timeout)
+        .keep_alive(true);
+    server
+        .http_builder()
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30));
+    let app = router(state.clone());
+    let task = tokio::spawn(server.serve(app.into_make_service()));
+    match handle.listening().await {
+        Some(addr) => Ok(RunningServer {
+            addr,
+            handle,
+            state,
+            task,
+        }),
+        None => match task.await {
+            Ok(Err(err)) => Err(err),
+            Ok(Ok(())) => Err(std::io::Error::other(format!(
+                "server on {listen} stopped before listening"
+            ))),
+            Err(join) => Err(std::io::Error::other(join)),
+        },
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.shutting_down.load(Ordering::Acquire) {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else if !state.cache.is_ready() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "namespace and injector ConfigMap caches not synced yet\n",
+        )
+            .into_response()
+    } else {
+        (StatusCode::OK, "ok\n").into_response()
+    }
+}
+
+async fn metrics_handler(State(state): State<Arc<AppState>>) -> Response {
+    match state.metrics.encode() {
+        Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n").into_response(),
+    }
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "not found: use POST /inject, POST /inject/rev/{rev}, GET /healthz, /readyz, /metrics\n",
+    )
+        .into_response()
+}
+
+async fn inject_default(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    admit(&state, DEFAULT_REVISION, req).await
+}
+
+async fn inject_revision(
+    State(state): State<Arc<AppState>>,
+    Path(rev): Path<String>,
+    req: Request,
+) -> Response {
+    admit(&state, &rev, req).await
+}
+
+/// Reads, decides, answers and records one admission request.
+async fn admit(state: &AppState, revision: &str, req: Request) -> Response {
+    let start = Instant::now();
+    let (result, response) = match read_body(state, req, start).await {
+        Ok(body) => match decide(state, revision, &body, start) {
+            Ok((result, json)) => (result, json_response(json)),
+            Err(err) => (RequestResult::BadRequest, err.into_response()),
+        },
+        Err(err) => {
+            let result = if err.status == StatusCode::REQUEST_TIMEOUT {
+                RequestResult::Timeout
+            } else {
+                RequestResult::BadRequest
+            };
+            (result, err.into_response())
+        }
+    };
+    state.metrics.record_request(result, start.elapsed());
+    response
+}
+
+fn json_response(json: Vec<u8>) -> Response {
+    let mut resp = Response::new(Body::from(json));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// An HTTP-level rejection: the request is not an AdmissionReview we can answer.
+#[derive(Debug)]
+struct HttpError {
+    status: StatusCode,
+    message: String,
+}
+
+impl HttpError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        HttpError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        tracing::debug!(status = self.status.as_u16(), message = %self.message, "admission request rejected");
+        let mut message = self.message;
+        message.push('\n');
+        (self.status, message).into_response()
+    }
+}
+
+/// Checks the content type and reads the body within the size and time limits.
+async fn read_body(state: &AppState, req: Request, start: Instant) -> Result<Bytes, HttpError> {
+    let settings = &state.settings;
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !is_json(content_type) {
+        return Err(HttpError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("unsupported Content-Type {content_type:?}: expected \"application/json\""),
+        ));
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared
+        && len > settings.max_body_bytes as u64
+    {
+        return Err(too_large(settings.max_body_bytes));
+    }
+    let deadline = tokio::time::Instant::from_std(start + settings.request_timeout);
+    let limited = Limited::new(req.into_body(), settings.max_body_bytes);
+    match tokio::time::timeout_at(deadline, limited.collect()).await {
+        Err(_) => Err(HttpError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "request body not received within {} ms",
+                settings.request_timeout.as_millis()
+            ),
+        )),
+        Ok(Err(err)) if err.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(too_large(settings.max_body_bytes))
+        }
+        Ok(Err(err)) => Err(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            format!("cannot read request body: {err}"),
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+fn too_large(max: usize) -> HttpError {
+    HttpError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body larger than the limit of {max} bytes"),
+    )
+}
+
+/// `application/json`, optionally with parameters (`; charset=utf-8`).
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+}
+
+/// Decodes the review, runs the injector and encodes the AdmissionReview response.
+fn decide(
+    state: &AppState,
+    revision: &str,
+    body: &[u8],
+    start: Instant,
+) -> Result<(RequestResult, Vec<u8>), HttpError> {
+    let review = admission::decode(body)
+        .map_err(|e| HttpError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let decision = match review.target() {
+        Target::Skip(reason) => {
+            state.metrics.record_decision(reason, false);
+            Decision {
+                result: RequestResult::Allowed,
+                reason,
+                response: review.allow(),
+                pod_namespace: review.namespace.clone().unwrap_or_default(),
+                pod_name: review.name.clone(),
+            }
+        }
+        Target::Pod => decide_pod(state, revision, &review),
+    };
+    tracing::debug!(
+        uid = %review.uid,
+        namespace = %decision.pod_namespace,
+        pod = %decision.pod_name,
+        revision,
+        reason = decision.reason,
+        result = decision.result.as_str(),
+        dry_run = review.dry_run,
+        duration_us = start.elapsed().as_micros() as u64,
+        "admission"
+    );
+    let json = admission::encode(review.api_version, &decision.response).map_err(|e| {
+        HttpError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode AdmissionReview response: {e}"),
+        )
+    })?;
+    Ok((decision.result, json))
+}
+
+/// One admission's outcome plus what the log line needs.
+struct Decision {
+    result: RequestResult,
+    reason: &'static str,
+    response: kube::core::admission::AdmissionResponse,
+    pod_namespace: String,
+    /// `generateName` (pods of workloads have no name yet) or `name`.
+    pod_name: String,
+}
+
+fn decide_pod(state: &AppState, revision: &str, review: &Review<'_>) -> Decision {
+    let denied = |reason: &'static str,
+                  code: u16,
+                  status_reason: &str,
+                  message: String,
+                  ns: String,
+                  name: String| {
+        state.metrics.record_denial(reason);
+        Decision {
+            result: RequestResult::Denied,
+            reason,
+            response: review.deny(code, status_reason, message),
+            pod_namespace: ns,
+            pod_name: name,
+        }
+    };
+    let pod = match review.pod() {
+        Ok(pod) => pod,
+        Err(err) => {
+            return denied(
+                "invalid-pod",
+                400,
+                "BadRequest",
+                err.to_string(),
+                review.namespace.clone().unwrap_or_default(),
+                review.name.clone(),
+            );
+        }
+    };
+    let ns_name = review.namespace_of(&pod).to_string();
+    let pod_name = pod
+        .metadata
+        .generate_name
+        .clone()
+        .filter(|g| !g.is_empty())
+        .or_else(|| pod.metadata.name.clone())
+        .unwrap_or_default();
+    let config = match state.cache.config(revision) {
+        Ok(config) => config,
+        Err(err) => {
+            return denied(
+                "unknown-revision",
+                500,
+                "InternalError",
+                err.to_string(),
+                ns_name,
+                pod_name,
+            );
+        }
+    };
+    let namespace = state.cache.namespace(&ns_name);
+    let request = InjectRequest {
+        pod: &pod,
+        namespace: &namespace,
+        config: &config,
+    };
+    match catch_unwind(AssertUnwindSafe(|| inject::inject(&request))) {
+        Ok(Ok(outcome)) => {
+            let reason = outcome.reason.as_str();
+            let patched = !outcome.patch.0.is_empty();
+            state.metrics.record_decision(reason, patched);
+            let mut response = review.allow();
+            if !outcome.warnings.is_empty() {
+                response.warnings = Some(outcome.warnings);
+            }
+            // With reinvocationPolicy IfNeeded the API server calls us again after the
+            // ServiceAccount plugin has touched the injected containers; that call answers
+            // already-injected, and audit annotations may not change value within one request.
+            // Record the first decision only.
+            if outcome.reason != inject::Reason::AlreadyInjected {
+                response
+                    .audit_annotations
+                    .insert("reason".to_string(), reason.to_string());
+            }
+            let (result, response) = if patched {
+                match response.with_patch(outcome.patch) {
+                    Ok(r) => (RequestResult::Injected, r),
+                    Err(err) => {
+                        tracing::error!(error = %err, "cannot serialize the injection patch");
+                        return denied(
+                            "internal-error",
+                            500,
+                            "InternalError",
+                            "internal error: cannot serialize the injection patch".into(),
+                            ns_name,
+                            pod_name,
+                        );
+                    }
+                }
+            } else {
+                (RequestResult::Allowed, response)
+            };
+            Decision {
+                result,
+                reason,
+                response,
+                pod_namespace: ns_name,
+                pod_name,
+            }
+        }
+        Ok(Err(err)) => {
+            let (code, status_reason) = denial_status(&err);
+            denied(
+                err.reason(),
+                code,
+                status_reason,
+                err.to_string(),
+                ns_name,
+                pod_name,
+            )
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(uid = %review.uid, namespace = %ns_name, pod = %pod_name, panic = %what, "injector panicked; refusing the pod");
+            state.metrics.record_denial("internal-error");
+            Decision {
+                result: RequestResult::InternalError,
+                reason: "internal-error",
+                response: review.deny(
+                    500,
+                    "InternalError",
+                    "internal error in the sidecar injector; see the webhook's log",
+                ),
+                pod_namespace: ns_name,
+                pod_name,
+            }
+        }
+    }
+}
+
+/// The metrics label of an injector refusal.
+/// The AdmissionResponse status of an injector refusal: the user's input (400) or ours (500).
+fn denial_status(err: &InjectError) -> (u16, &'static str) {
+    match err {
+        InjectError::InvalidAnnotations(_) | InjectError::InvalidPod { .. } => (400, "BadRequest"),
+        InjectError::InvalidConfig { .. } | InjectError::Internal(_) => (500, "InternalError"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json("application/json"));
+        assert!(is_json("application/json; charset=utf-8"));
+        assert!(is_json("Application/JSON"));
+        assert!(!is_json("application/yaml"));
+        assert!(!is_json("text/plain"));
+        assert!(!is_json(""));
+    }
+}
