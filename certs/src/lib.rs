@@ -173,13 +173,7 @@ impl CertificateAuthority {
             KeyUsagePurpose::KeyEncipherment,
         ];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.use_authority_key_identifier_extension = true;
-        (params.not_before, params.not_after) = validity_window(validity)?;
-        let cert = params.signed_by(&key, &self.issuer()?)?;
-        Ok(IssuedCert {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        self.sign_leaf(params, key, validity)
     }
 
     /// Issues a TLS client certificate (EKU clientAuth); Kubernetes reads CN as the user and O as groups.
@@ -198,6 +192,16 @@ impl CertificateAuthority {
         params.distinguished_name = dn;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign_leaf(params, key, validity)
+    }
+
+    /// Signs a leaf certificate for `key` with this CA, valid for `validity` from now.
+    fn sign_leaf(
+        &self,
+        mut params: CertificateParams,
+        key: KeyPair,
+        validity: Duration,
+    ) -> Result<IssuedCert, CertError> {
         params.use_authority_key_identifier_extension = true;
         (params.not_before, params.not_after) = validity_window(validity)?;
         let cert = params.signed_by(&key, &self.issuer()?)?;
