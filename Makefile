@@ -8,7 +8,7 @@ SHELL := bash
 CARGO ?= cargo
 E2E_THREADS ?= 1
 
-.PHONY: help setup tools build build-release fmt lint unit helm-test e2e test demo bench images fuzz clean
+.PHONY: help setup tools build build-release fmt lint deny unit helm-test e2e test demo bench images fuzz clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -42,7 +42,10 @@ helm-test: tools ## helm lint + helm template with several value sets, CRD in sy
 e2e: setup build ## end-to-end tests against a real kube-apiserver on loopback
 	$(CARGO) test -p skjold-e2e --no-fail-fast -- --test-threads=$(E2E_THREADS)
 
-test: setup lint unit helm-test e2e ## everything CI runs
+deny: ## cargo-deny: licenses, bans, sources (+ advisories when the RustSec database is reachable)
+	@bash scripts/deny.sh
+
+test: setup lint deny unit helm-test e2e ## everything CI runs
 
 demo: setup build ## start a local real cluster with Skjold installed and a demo namespace; Ctrl-C to stop
 	$(CARGO) run -q -p skjold-e2e --bin skjold-cluster -- demo

@@ -51,10 +51,20 @@ pub enum CertError {
 }
 
 /// A certificate and its private key, both PEM.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct IssuedCert {
     pub cert_pem: String,
     pub key_pem: String,
+}
+
+impl std::fmt::Debug for IssuedCert {
+    // The key must never reach a log line through `{:?}`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedCert")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
 }
 
 /// A private CA that signs serving and client certificates.
@@ -565,6 +575,16 @@ mod tests {
             "{}",
             info.subject
         );
+    }
+
+    #[test]
+    fn debug_output_never_contains_the_key() {
+        let ca = CertificateAuthority::generate("skjold-ca", DAY).unwrap();
+        let leaf = ca.issue_serving(&webhook_names(), &[], DAY).unwrap();
+        for text in [format!("{leaf:?}"), format!("{ca:?}")] {
+            assert!(!text.contains("PRIVATE KEY"), "{text}");
+        }
+        assert!(format!("{leaf:?}").contains("<redacted>"));
     }
 
     #[test]

@@ -141,13 +141,27 @@ pub enum CertsError {
 }
 
 /// What is currently stored (any part may be missing or garbage).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct StoredCerts {
     pub ca_cert: Option<String>,
     pub ca_key: Option<String>,
     pub serving_cert: Option<String>,
     pub serving_key: Option<String>,
     pub bundle: Option<String>,
+}
+
+impl std::fmt::Debug for StoredCerts {
+    // Keys must never reach a log line through `{:?}`: show only whether they are present.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key = |k: &Option<String>| k.as_ref().map(|_| "<redacted>");
+        f.debug_struct("StoredCerts")
+            .field("ca_cert", &self.ca_cert)
+            .field("ca_key", &key(&self.ca_key))
+            .field("serving_cert", &self.serving_cert)
+            .field("serving_key", &key(&self.serving_key))
+            .field("bundle", &self.bundle)
+            .finish()
+    }
 }
 
 /// The state to store, and what changed (human-readable, for Events).

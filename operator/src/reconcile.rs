@@ -573,6 +573,57 @@ fn all_meshconfigs(store: &Store<MeshConfig>) -> Vec<ObjectRef<MeshConfig>> {
         .collect()
 }
 
+/// Backoff of the controller's merged watch streams. kube-runtime applies ONE backoff to all
+/// watches together, so after an API-server restart every watch's `410 Gone` (its resource
+/// version predates the new watch cache) grows the shared delay: with the default (0.8 s doubling
+/// to 30 s, reset after 120 s quiet) drift went unnoticed for minutes. Capped at 1 s, the ~11
+/// watches relist within seconds, and a dead API server still sees about one request a second.
+#[derive(Debug)]
+struct TriggerBackoff {
+    next: Duration,
+    last: Option<std::time::Instant>,
+}
+
+impl TriggerBackoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(1);
+    /// Quiet time after which the next error starts from [`Self::FIRST`] again.
+    const RESET_AFTER: Duration = Duration::from_secs(30);
+}
+
+impl Default for TriggerBackoff {
+    fn default() -> Self {
+        TriggerBackoff {
+            next: Self::FIRST,
+            last: None,
+        }
+    }
+}
+
+impl Iterator for TriggerBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) > Self::RESET_AFTER)
+        {
+            self.next = Self::FIRST;
+        }
+        self.last = Some(now);
+        let current = self.next;
+        self.next = (current * 2).min(Self::MAX);
+        Some(current)
+    }
+}
+
+impl kube::runtime::utils::Backoff for TriggerBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
@@ -643,6 +694,7 @@ pub async fn run(
         );
     }
     controller
+        .trigger_backoff(TriggerBackoff::default())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -674,6 +726,20 @@ mod tests {
             "another operator's object"
         );
         assert!(owner_from_labels(&ClusterRole::default(), "istio-system").is_none());
+    }
+
+    #[test]
+    fn trigger_backoff_doubles_to_one_second_and_resets() {
+        use kube::runtime::utils::Backoff;
+        let mut b = TriggerBackoff::default();
+        let first: Vec<u128> = b.by_ref().take(6).map(|d| d.as_millis()).collect();
+        assert_eq!(first, [100, 200, 400, 800, 1000, 1000]);
+        b.reset();
+        assert_eq!(b.next(), Some(Duration::from_millis(100)));
+        // Long quiet: starts over even without an explicit reset.
+        b.last = Some(std::time::Instant::now() - Duration::from_secs(60));
+        b.next = TriggerBackoff::MAX;
+        assert_eq!(b.next(), Some(Duration::from_millis(100)));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use futures::FutureExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::wait::{await_condition, conditions};
+use kube::runtime::wait::{Condition, conditions};
 use tracing::{error, info};
 
 use crate::certs::{CertPolicy, CertTarget, CertsError, SubjectNames};
@@ -116,14 +116,23 @@ pub async fn install_crd(client: &kube::Client) -> Result<(), RunError> {
     .await
     .map_err(|e| RunError::Crd(Box::new(e)))?;
     let timeout = Duration::from_secs(30);
-    tokio::time::timeout(
-        timeout,
-        await_condition(api, name, conditions::is_crd_established()),
-    )
-    .await
-    .map_err(|_| RunError::CrdNotEstablished(timeout))?
-    .map_err(|_| RunError::CrdNotEstablished(timeout))?;
-    Ok(())
+    tokio::time::timeout(timeout, wait_established(&api, name))
+        .await
+        .map_err(|_| RunError::CrdNotEstablished(timeout))
+}
+
+/// Polls the CRD by name until it is Established. A watch would need `list`/`watch` on every
+/// CRD in the cluster; the operator's RBAC grants only `get` on its own CRD (least privilege).
+async fn wait_established(api: &Api<CustomResourceDefinition>, name: &str) {
+    let established = conditions::is_crd_established();
+    loop {
+        match api.get_opt(name).await {
+            Ok(crd) if established.matches_object(crd.as_ref()) => return,
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "reading the MeshConfig CRD"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Runs the operator until `shutdown` resolves (Ok) or leadership is lost (Err: the process
