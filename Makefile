@@ -58,5 +58,8 @@ images: ## build container images (needs a Docker engine; none on the dev machin
 	docker build -f operator/Dockerfile -t skjold/operator:dev .
 	docker build -f cli/Dockerfile -t skjold/skjoldctl:dev .
 
+fuzz: ## run every cargo-fuzz target for FUZZ_SECONDS (default 60) each; new crashes go to fuzz/regressions/
+	@bash scripts/fuzz.sh
+
 clean: ## remove build output (the cluster binary cache stays: see e2e/scripts/build-tools.sh)
 	$(CARGO) clean

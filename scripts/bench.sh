@@ -4,7 +4,9 @@
 #  2. the same webhook under wrk, next to nginx serving a fixed reply over TLS (transport ceiling)
 #  3. operator: MeshConfig edit -> mesh ConfigMap latency, RSS with 1,000 namespaces
 #  4. API server's own view of the webhook's latency over 1,000 real pod creations
-# Set BENCH_ONLY=webhook|wrk|operator|apiserver to run one part.
+#  5. webhook chaos: two instances, round-robin, certificate rotation + SIGTERM under load
+#     (CHAOS_SECONDS, default 60; fails on any failed request)
+# Set BENCH_ONLY=webhook|wrk|operator|apiserver|chaos to run one part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 only=${BENCH_ONLY:-all}
@@ -27,4 +29,8 @@ fi
 if run apiserver; then
   echo "=== 4. kube-apiserver's apiserver_admission_webhook_admission_duration_seconds over 1,000 pods"
   bash e2e/scripts/bench-admission.sh --release
+fi
+if run chaos; then
+  echo "=== 5. skjold-webhook chaos: 2 instances, cert rotation and SIGTERM under load, zero failed requests"
+  cargo bench -q -p skjold-webhook --bench chaos_load
 fi

@@ -62,6 +62,11 @@ struct Args {
     /// How long SIGTERM waits for in-flight requests before closing connections.
     #[arg(long, env = "SKJOLD_SHUTDOWN_GRACE_MS", default_value_t = 20_000)]
     shutdown_grace_ms: u64,
+    /// How long SIGTERM keeps serving (readiness failing, each connection closed after its next
+    /// response) before new connections stop, so clients leave without a request caught by a
+    /// connection close; set it to the time endpoints take to drop a terminating pod.
+    #[arg(long, env = "SKJOLD_SHUTDOWN_DELAY_MS", default_value_t = 0)]
+    shutdown_delay_ms: u64,
     /// How often the certificate files are checked for rotation.
     #[arg(long, env = "SKJOLD_TLS_RELOAD_INTERVAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
     tls_reload_interval_ms: u64,
@@ -153,6 +158,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
         shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
+        shutdown_delay: Duration::from_millis(args.shutdown_delay_ms),
         ..Settings::default()
     };
     let state = AppState::new(cache, metrics, settings);

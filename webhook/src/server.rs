@@ -37,6 +37,14 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// How long a graceful shutdown waits for in-flight requests before closing connections.
     pub shutdown_grace: Duration,
+    /// How long to keep serving after a shutdown starts, with `/readyz` failing and every
+    /// HTTP/1.1 response carrying `Connection: close`, before the listener stops.
+    ///
+    /// Closing an idle keep-alive connection races with a client that is writing a request on
+    /// it (measured with `benches/chaos_load.rs`: a few failed admissions per SIGTERM under load).
+    /// During the delay, endpoints drop the pod and every client connection is closed by the
+    /// protocol after its next response, so no request can be caught by the close.
+    pub shutdown_delay: Duration,
     /// TLS handshake budget, so a client that connects and stays silent is dropped.
     pub handshake_timeout: Duration,
     /// How long an HTTP/1.1 connection may sit before (or while) sending request headers.
@@ -52,6 +60,7 @@ impl Default for Settings {
             request_timeout: Duration::from_millis(4000),
             max_body_bytes: 4 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(20),
+            shutdown_delay: Duration::ZERO,
             handshake_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(120),
         }
@@ -87,7 +96,28 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_handler))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            close_when_draining,
+        ))
         .with_state(state)
+}
+
+/// While shutting down, ends each HTTP/1.x connection after its response (`Connection: close`),
+/// so the client opens its next connection elsewhere instead of racing our close. HTTP/2 gets a
+/// GOAWAY from the graceful shutdown, which has no such race.
+async fn close_when_draining(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let http1 = req.version() < axum::http::Version::HTTP_2;
+    let mut resp = next.run(req).await;
+    if http1 && state.shutting_down.load(Ordering::Acquire) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// A running server: its bound address and the handle to stop it.
@@ -99,11 +129,26 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
-    /// Stops accepting, fails readiness and lets in-flight requests finish (up to the grace period).
+    /// Fails readiness, keeps serving for the shutdown delay (closing each HTTP/1.1 connection
+    /// after its next response), then stops accepting and lets in-flight requests finish (up to
+    /// the grace period).
     pub fn graceful_shutdown(&self) {
         self.state.shutting_down.store(true, Ordering::Release);
-        self.handle
-            .graceful_shutdown(Some(self.state.settings.shutdown_grace));
+        let settings = &self.state.settings;
+        let grace = settings.shutdown_grace;
+        let runtime = tokio::runtime::Handle::try_current();
+        match runtime {
+            // Outside a runtime (e.g. a drop after it ended) there is nothing to keep serving.
+            Ok(runtime) if !settings.shutdown_delay.is_zero() => {
+                let handle = self.handle.clone();
+                let delay = settings.shutdown_delay;
+                runtime.spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    handle.graceful_shutdown(Some(grace));
+                });
+            }
+            _ => self.handle.graceful_shutdown(Some(grace)),
+        }
     }
 
     /// Waits until the server has stopped (after a shutdown, or on a fatal listener error).
@@ -122,7 +167,12 @@ pub async fn start(
     state: Arc<AppState>,
 ) -> std::io::Result<RunningServer> {
     let handle = Handle::<SocketAddr>::new();
-    let acceptor = RustlsAcceptor::new(tls).handshake_timeout(state.settings.handshake_timeout);
+    // TCP_NODELAY: a response leaves as more than one TLS record; with Nagle's algorithm the
+    // second waits for the client's delayed ACK, which put ~40 ms on about 0.1% of admissions
+    // (p999 in benches/chaos_load.rs).
+    let acceptor = RustlsAcceptor::new(tls)
+        .handshake_timeout(state.settings.handshake_timeout)
+        .acceptor(axum_server::accept::NoDelayAcceptor::new());
     let mut server = axum_server::bind(listen)
         .acceptor(acceptor)
         .handle(handle.clone());

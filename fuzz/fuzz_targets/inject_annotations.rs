@@ -1,0 +1,5 @@
+//! libFuzzer entry point; the checks live in `skjold_webhook_fuzz::inject_annotations` so that
+//! `webhook/tests/fuzz_regressions.rs` replays saved inputs through exactly the same code.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| skjold_webhook_fuzz::inject_annotations(data));
