@@ -107,14 +107,9 @@ fn meshconfigs(client: &kube::Client) -> Api<DynamicObject> {
 
 /// `skjoldctl check -o json` against the helm-installed, out-of-cluster Skjold: the checks that do not
 /// need running pods pass (the MeshConfig itself never becomes Ready here: istiod cannot start without
-/// a kubelet). Skipped, with a note, while `skjoldctl` has no `check` subcommand.
+/// a kubelet).
 fn skjoldctl_check(cluster: &Cluster) -> Result<()> {
     let bin = workspace_bin("skjoldctl");
-    let help = Command::new(&bin).args(["check", "--help"]).output();
-    if !help.is_ok_and(|o| o.status.success()) {
-        eprintln!("skjoldctl has no `check` subcommand yet; skipping its end-to-end check");
-        return Ok(());
-    }
     let out = Command::new(&bin)
         .args(["check", "-o", "json", "--namespace", NS])
         .env("KUBECONFIG", cluster.kubeconfig())

@@ -136,6 +136,81 @@ async fn injection_follows_namespace_and_pod_labels() -> Result<()> {
     result
 }
 
+/// `skjoldctl explain` (offline) gives the same decision the real admission path took: for each
+/// pod, its reason matches what the API server stored, and a refusal names the same annotation.
+#[tokio::test]
+async fn skjoldctl_explain_agrees_with_the_webhook() -> Result<()> {
+    let mesh = Mesh::shared()?;
+    let client = mesh.cluster().client().await?;
+    let on = create_namespace(&client, "explain", &[("istio-injection", "enabled")]).await?;
+    let dir = tempfile::tempdir()?;
+    let explain = |p: &Pod| -> Result<(bool, String)> {
+        let file = dir.path().join("pod.yaml");
+        std::fs::write(&file, serde_yaml_ng::to_string(p)?)?;
+        let out = std::process::Command::new(skjold_e2e::workspace_bin("skjoldctl"))
+            .args([
+                "explain",
+                "-n",
+                &on,
+                "--namespace-labels",
+                "istio-injection=enabled",
+                "-f",
+            ])
+            .arg(&file)
+            .output()
+            .context("running skjoldctl explain")?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok((out.status.success(), text))
+    };
+    let result = mesh
+        .with_logs(async {
+            let plain = pod("plain", &[], &[]);
+            let stored = created(&client, &on, &plain).await?;
+            assert_injected(&stored, "plain pod")?;
+            let (ok, text) = explain(&plain)?;
+            ensure!(
+                ok && text.contains("reason: injected"),
+                "explain said: {text}"
+            );
+
+            // Opt-out by annotation: the objectSelector cannot see it, so the webhook is called
+            // and skips the pod; explain must name the same reason.
+            let optout = pod("optout", &[], &[(INJECT_LABEL, "false")]);
+            let stored = created(&client, &on, &optout).await?;
+            assert_not_injected(&stored, "annotation inject=false pod")?;
+            let (ok, text) = explain(&optout)?;
+            ensure!(
+                ok && text.contains("disabled-by-annotation"),
+                "explain said: {text}"
+            );
+
+            // An invalid value: the API server refuses the pod, explain exits 1, both name it.
+            let bad = pod("bad", &[], &[("sidecar.istio.io/proxyCPU", "lots")]);
+            let err = create_pod(&client, &on, &bad)
+                .await
+                .err()
+                .map(|e| api_message(&e))
+                .ok_or_else(|| anyhow!("pod with proxyCPU=lots was admitted"))?;
+            ensure!(
+                err.contains("sidecar.istio.io/proxyCPU=\"lots\""),
+                "API error: {err}"
+            );
+            let (ok, text) = explain(&bad)?;
+            ensure!(
+                !ok && text.contains("sidecar.istio.io/proxyCPU=\"lots\""),
+                "explain said: {text}"
+            );
+            Ok(())
+        })
+        .await;
+    delete_namespace(&client, &on).await;
+    result
+}
+
 /// Scenario 2: the guides' resource annotations land on the stored proxy container; invalid
 /// ones are refused with the webhook's message, visible to `kubectl`.
 #[tokio::test]
