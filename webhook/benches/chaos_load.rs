@@ -28,10 +28,12 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use serde_json::json;
 use skjold_certs::{CertificateAuthority, IssuedCert};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+
+mod support;
+use support::{Memory, connector, fmt_us, memory, typical_review};
 
 #[derive(Debug, Parser)]
 #[command(about = "HTTPS load with certificate rotation and SIGTERM for skjold-webhook")]
@@ -357,7 +359,7 @@ struct Step {
     served: [u64; 2],
     elapsed: Duration,
     /// (VmRSS, VmHWM) in KiB per instance; None once it exited.
-    memory: [Option<(u64, u64)>; 2],
+    memory: [Option<Memory>; 2],
 }
 
 impl Step {
@@ -371,18 +373,14 @@ impl Step {
     }
 }
 
-fn fmt_us(v: Option<u32>) -> String {
-    match v {
-        None => "-".into(),
-        Some(us) if us >= 10_000 => format!("{:.1}ms", f64::from(us) / 1000.0),
-        Some(us) => format!("{us}µs"),
-    }
-}
-
-fn fmt_mem(m: Option<(u64, u64)>) -> String {
+fn fmt_mem(m: Option<Memory>) -> String {
     match m {
         None => "exited".into(),
-        Some((rss, hwm)) => format!("{:.1}/{:.1}", rss as f64 / 1024.0, hwm as f64 / 1024.0),
+        Some(m) => format!(
+            "{:.1}/{:.1}",
+            m.rss_kib as f64 / 1024.0,
+            m.hwm_kib as f64 / 1024.0
+        ),
     }
 }
 
@@ -497,7 +495,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             errors: Vec::new(),
             served: [0, 0],
             elapsed: Duration::ZERO,
-            memory: [memory_kib(pids[0]), memory_kib(pids[1])],
+            memory: [memory(pids[0]), memory(pids[1])],
         };
         for t in tasks {
             let r = t.await?;
@@ -508,7 +506,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         step.elapsed = start.elapsed();
         step.latencies.sort_unstable();
-        step.memory = [memory_kib(pids[0]), memory_kib(pids[1])];
+        step.memory = [memory(pids[0]), memory(pids[1])];
         steps.push(step);
     }
 
@@ -710,83 +708,9 @@ async fn server_metrics(svc: &Service, addr: SocketAddr) -> anyhow::Result<Strin
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
-fn connector(ca_pem: &str) -> anyhow::Result<TlsConnector> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
-        roots.add(cert?)?;
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsConnector::from(Arc::new(config)))
-}
-
 fn pem_der(pem: &str) -> anyhow::Result<Vec<u8>> {
     let cert = rustls_pemfile::certs(&mut pem.as_bytes())
         .next()
         .context("no certificate in PEM")??;
     Ok(cert.to_vec())
-}
-
-/// (VmRSS, VmHWM) in KiB, None when the process is gone.
-fn memory_kib(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
-}
-
-/// A typical Deployment pod CREATE, opted in by label (as in `webhook_load`).
-fn typical_review() -> serde_json::Value {
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "0c9a8d74-9cb7-44dd-b98e-09fd62def2f4",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
-            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "shop",
-            "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
-            "object": {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {
-                    "generateName": "web-7d9f8c6b5-",
-                    "namespace": "shop",
-                    "labels": {"app": "web", "version": "v1", "pod-template-hash": "7d9f8c6b5", "sidecar.istio.io/inject": "true"},
-                    "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "9090"},
-                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d9f8c6b5",
-                                         "uid": "6b0c3f47-1f8d-4f0e-9a55-0d5b7b2f4a11", "controller": true, "blockOwnerDeletion": true}]
-                },
-                "spec": {
-                    "serviceAccountName": "web",
-                    "containers": [{
-                        "name": "web",
-                        "image": "registry.example/shop/web:1.4.2",
-                        "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
-                        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
-                        "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}, "periodSeconds": 5},
-                        "livenessProbe": {"httpGet": {"path": "/live", "port": "http"}}
-                    }],
-                    "restartPolicy": "Always",
-                    "dnsPolicy": "ClusterFirst"
-                }
-            },
-            "oldObject": null,
-            "dryRun": false,
-            "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"}
-        }
-    })
 }
