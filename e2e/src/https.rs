@@ -1,5 +1,6 @@
-//! A minimal HTTPS GET for probing the webhook's `/readyz` and `/metrics` with the CA from its
-//! Secret, i.e. the same trust the API server uses.
+//! Minimal GETs for probing our servers: HTTPS for the webhook's `/readyz` and `/metrics` with the
+//! CA from its Secret (the same trust the API server uses), plain HTTP for the operator's
+//! `/metrics`, `/healthz` and `/readyz`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,6 +54,24 @@ pub async fn https_get(
     let raw = tokio::time::timeout(Duration::from_secs(10), io)
         .await
         .map_err(|_| anyhow!("GET https://{addr}{path} timed out"))??;
+    parse_response(&String::from_utf8_lossy(&raw))
+}
+
+/// Status code and body of a plain-HTTP `GET path` on `addr` (the operator's admin endpoints).
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    let io = async {
+        let mut tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        tcp.write_all(req.as_bytes()).await?;
+        let mut buf = Vec::new();
+        tcp.read_to_end(&mut buf).await?;
+        anyhow::Ok(buf)
+    };
+    let raw = tokio::time::timeout(Duration::from_secs(10), io)
+        .await
+        .map_err(|_| anyhow!("GET http://{addr}{path} timed out"))??;
     parse_response(&String::from_utf8_lossy(&raw))
 }
 

@@ -20,13 +20,13 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
+use skjold_e2e::https::http_get;
 use skjold_e2e::k8s::{create_namespace, delete_namespace};
 use skjold_e2e::{
     Cluster, ClusterOptions, Poll, Proc, free_port, kill_apiserver, wait_for, workspace_bin,
     workspace_root,
 };
 use skjold_operator::crd::{MeshConfig, MeshConfigSpec};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// Lease duration 15 s + follower retry 2 s (docs/operator.md), plus slack for a loaded machine.
@@ -123,23 +123,6 @@ fn sum_metric(text: &str, metric: &str) -> u64 {
         // Counters are whole numbers here; the float format is Prometheus text's.
         .map(|v| v as u64)
         .sum()
-}
-
-async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("connecting to {addr}"))?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await?;
-    let code = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| anyhow!("bad HTTP response: {buf}"))?;
-    let body = buf.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
-    Ok((code, body))
 }
 
 fn init_tracing() {

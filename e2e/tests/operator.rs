@@ -23,6 +23,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
+use skjold_e2e::https::http_get;
 use skjold_e2e::k8s::{create_namespace, delete_namespace, unique_name};
 use skjold_e2e::metrics::histogram;
 use skjold_e2e::{Cluster, Poll, Proc, free_port, wait_for, workspace_bin};
@@ -32,7 +33,6 @@ use skjold_operator::crd::{MeshConfig, MeshConfigSpec};
 use skjold_operator::metrics::Metrics;
 use skjold_operator::render::{RenderContext, WebhookTarget, names, render};
 use skjold_operator::runner::{RunConfig, RunError, run};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -246,21 +246,6 @@ async fn mesh_value(client: &Client, ns: &str, cm: &str) -> Result<serde_json::V
         .and_then(|d| d.get("mesh").cloned())
         .ok_or_else(|| anyhow!("ConfigMap has no mesh key"))?;
     Ok(serde_yaml_ng::from_str(&text)?)
-}
-
-async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await?;
-    let code = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| anyhow!("bad HTTP response: {buf}"))?;
-    let body = buf.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
-    Ok((code, body))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
