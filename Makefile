@@ -7,6 +7,9 @@ SHELL := bash
 
 CARGO ?= cargo
 E2E_THREADS ?= 1
+# Image names match the chart's `image.registry` default; set IMAGE_TAG to the chart's `image.tag`.
+IMAGE_REGISTRY ?= ghcr.io/skjold-mesh
+IMAGE_TAG ?= dev
 
 .PHONY: help setup tools build build-release fmt lint deny unit helm-test e2e test demo bench images fuzz clean
 
@@ -53,10 +56,10 @@ demo: setup build ## start a local real cluster with Skjold installed and a demo
 bench: setup ## webhook latency/throughput/RSS, operator reconcile latency, API-server-observed webhook latency
 	@bash scripts/bench.sh
 
-images: ## build container images (needs a Docker engine; none on the dev machines)
-	docker build -f webhook/Dockerfile -t skjold/webhook:dev .
-	docker build -f operator/Dockerfile -t skjold/operator:dev .
-	docker build -f cli/Dockerfile -t skjold/skjoldctl:dev .
+images: ## build container images named as the Helm chart expects (needs a Docker engine; none on the dev machines)
+	docker build -f webhook/Dockerfile -t $(IMAGE_REGISTRY)/skjold-webhook:$(IMAGE_TAG) .
+	docker build -f operator/Dockerfile -t $(IMAGE_REGISTRY)/skjold-operator:$(IMAGE_TAG) .
+	docker build -f cli/Dockerfile -t $(IMAGE_REGISTRY)/skjoldctl:$(IMAGE_TAG) .
 
 fuzz: ## run every cargo-fuzz target for FUZZ_SECONDS (default 60) each; new crashes go to fuzz/regressions/
 	@bash scripts/fuzz.sh
