@@ -11,7 +11,7 @@ E2E_THREADS ?= 1
 IMAGE_REGISTRY ?= ghcr.io/skjold-mesh
 IMAGE_TAG ?= dev
 
-.PHONY: help setup tools build build-release fmt lint deny unit helm-test e2e test demo bench images fuzz clean
+.PHONY: help setup tools build build-release fmt lint deny unit helm-test e2e test fresh-check demo bench images fuzz clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ deny: ## cargo-deny: licenses, bans, sources (+ advisories when the RustSec data
 	@bash scripts/deny.sh
 
 test: setup lint deny unit helm-test e2e ## everything CI runs
+
+fresh-check: ## `make test` in a clean clone of HEAD with every cache empty (as on a new machine), timed per stage
+	@bash scripts/fresh-check.sh
 
 demo: setup build ## start a local real cluster with Skjold installed and a demo namespace; Ctrl-C to stop
 	$(CARGO) run -q -p skjold-e2e --bin skjold-cluster -- demo

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Supply-chain checks with cargo-deny (config: deny.toml), run by `make test`.
-#   licenses, bans, sources   always (need only Cargo.lock and the local registry cache)
+#   licenses, bans, sources   always (need Cargo.lock and every crate it names, fetched first)
 #   advisories                only when the RustSec database can be fetched; otherwise a SKIPPED
 #                             line says so (some build machines reach crates.io but not GitHub).
 # Exit status: non-zero on any failed check, zero when advisories are merely skipped.
@@ -16,6 +16,11 @@ if ! cargo deny --version >/dev/null 2>&1; then
     cargo install --locked --quiet cargo-deny --version "$CARGO_DENY_VERSION"
 fi
 
+# `cargo build` downloads only this platform's crates, but cargo-deny runs `cargo metadata`, which
+# needs every crate in Cargo.lock (Windows-only ones too). Fetch them all first, so the offline
+# check below never depends on a warm registry cache (a no-op when they are already there).
+echo "deny.sh: cargo fetch --locked"
+cargo fetch --locked --quiet
 echo "deny.sh: cargo deny check licenses bans sources"
 cargo deny --offline check --hide-inclusion-graph licenses bans sources
 
