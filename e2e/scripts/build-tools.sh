@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kube-controller-manager, kubectl, etcd and helm from their Go modules
-# into a cache outside the repository, keyed by version. Prints the bin directory on stdout.
+# Builds kube-apiserver, kube-controller-manager, kubectl, etcd, helm and Istio's pilot-discovery,
+# pilot-agent and istioctl from their Go modules into a cache outside the repository, keyed by
+# version, plus the tests' xDS client (e2e/tools/istio/xdsprobe, rebuilt when its source changes).
+# Prints the bin directory on stdout.
 # Built once; later runs only check the cache. Progress goes to stderr.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -9,8 +11,10 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cache=${SKJOLD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/skjold}
 # Bump RECIPE when the way the binaries are built changes, so stale caches are not reused
 # (r2: Kubernetes binaries carry their real version; r1 reported v0.0.0-master).
-RECIPE=r2
-bin="$cache/bin/k8s-$KUBERNETES_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION-$RECIPE"
+RECIPE=r3
+# r3: adds Istio (keyed by the module's commit) and the xDS probe.
+istio_commit=${ISTIO_MODULE_VERSION##*-}
+bin="$cache/bin/k8s-$KUBERNETES_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION-istio-$istio_commit-$RECIPE"
 mkdir -p "$bin"
 # One builder at a time: concurrent runs (parallel test binaries, several shells) wait here
 # instead of racing on the same output files.
@@ -29,6 +33,7 @@ check_pin() { # module dir, module path, version
 check_pin kubernetes k8s.io/kubernetes "$KUBERNETES_VERSION"
 check_pin etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
 check_pin helm helm.sh/helm/v3 "$HELM_VERSION"
+check_pin istio istio.io/istio "$ISTIO_MODULE_VERSION"
 
 # Kubernetes stamps its version at link time (hack/lib/version.sh); without it the binaries
 # report v0.0.0-master and version checks (Helm's kubeVersion, kubectl skew) fail.
@@ -56,4 +61,28 @@ build kube-apiserver kubernetes k8s.io/kubernetes/cmd/kube-apiserver
 build kube-controller-manager kubernetes k8s.io/kubernetes/cmd/kube-controller-manager
 build kubectl kubernetes k8s.io/kubernetes/cmd/kubectl
 build helm helm helm.sh/helm/v3/cmd/helm
+
+# Istio's three binaries share most of their dependencies: one `go build` compiles them together
+# (about a third of three separate builds).
+istio_bins=(pilot-discovery pilot-agent istioctl)
+missing=0
+for b in "${istio_bins[@]}"; do [ -x "$bin/$b" ] || missing=1; done
+if [ $missing = 1 ]; then
+  echo "build-tools: building pilot-discovery, pilot-agent, istioctl from istio.io/istio@$ISTIO_MODULE_VERSION (first time only; about 10 minutes on 2 cores)..." >&2
+  start=$SECONDS
+  rm -rf "$bin/.istio.tmp"; mkdir -p "$bin/.istio.tmp"
+  (cd "$here/tools/istio" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags='-s -w' -o "$bin/.istio.tmp/" \
+    istio.io/istio/pilot/cmd/pilot-discovery istio.io/istio/pilot/cmd/pilot-agent istio.io/istio/istioctl/cmd/istioctl) >&2
+  for b in "${istio_bins[@]}"; do mv "$bin/.istio.tmp/$b" "$bin/$b"; done
+  rmdir "$bin/.istio.tmp"
+  echo "build-tools: Istio binaries built in $((SECONDS - start))s" >&2
+fi
+# Our own Go code: rebuilt whenever a source file is newer than the binary (Go's build cache
+# makes an unchanged rebuild a no-op).
+probe="$bin/skjold-xds-probe"
+if [ ! -x "$probe" ] || [ -n "$(find "$here/tools/istio" -newer "$probe" -name '*.go' -o -newer "$probe" -name 'go.*' | head -1)" ]; then
+  echo "build-tools: building skjold-xds-probe (e2e/tools/istio/xdsprobe)..." >&2
+  (cd "$here/tools/istio" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags='-s -w' -o "$probe.tmp" ./xdsprobe) >&2
+  mv "$probe.tmp" "$probe"
+fi
 echo "$bin"

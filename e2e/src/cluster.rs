@@ -319,6 +319,11 @@ impl Cluster {
         self.pki.as_ref().map(|p| p.ca_cert.as_path())
     }
 
+    /// The API server's loopback port, when this harness started the cluster.
+    pub fn apiserver_port(&self) -> Option<u16> {
+        self.apiserver_port
+    }
+
     /// `https://127.0.0.1:<port>` of a started cluster.
     pub fn apiserver_url(&self) -> Option<String> {
         self.apiserver_port

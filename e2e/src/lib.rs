@@ -9,7 +9,9 @@
 
 pub mod cluster;
 pub mod https;
+pub mod istio;
 pub mod k8s;
+pub mod kubelet;
 pub mod mesh;
 pub mod metrics;
 pub mod pki;

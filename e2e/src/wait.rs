@@ -29,6 +29,7 @@ where
         let last = match f().await.into() {
             Poll::Ready(v) => return Ok(v),
             Poll::Pending(why) => why,
+            Poll::Failed(why) => return Err(anyhow!("gave up waiting for {what}: {why}")),
         };
         if start.elapsed() >= timeout {
             return Err(anyhow!(
@@ -46,6 +47,8 @@ pub enum Poll<T> {
     Ready(T),
     /// Not yet; the text says what was seen (reported on timeout).
     Pending(String),
+    /// It can no longer happen (e.g. the process that should answer has exited): stop now.
+    Failed(String),
 }
 
 impl<T> From<Option<T>> for Poll<T> {

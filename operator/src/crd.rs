@@ -70,11 +70,11 @@ pub struct MeshConfigSpec {
 }
 
 fn default_hub() -> String {
-    "docker.io/istio".into()
+    crate::istio::ISTIO_HUB.into()
 }
 
 fn default_tag() -> String {
-    "1.25.0".into()
+    crate::istio::ISTIO_VERSION.into()
 }
 
 /// Istio install profiles (each an overlay on `default`).
@@ -427,7 +427,7 @@ mod tests {
         let spec: MeshConfigSpec = serde_json::from_str("{}").unwrap();
         assert_eq!(spec.profile, Profile::Default);
         assert_eq!(spec.hub, "docker.io/istio");
-        assert_eq!(spec.tag, "1.25.0");
+        assert_eq!(spec.tag, crate::istio::ISTIO_VERSION);
         assert_eq!(spec.pilot.replicas, 1);
         assert_eq!(spec.injection.namespace_label, "istio-injection");
         assert_eq!(spec.revision_name(), "default");

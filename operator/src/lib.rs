@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod certs;
 pub mod crd;
+pub mod istio;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;

@@ -60,7 +60,8 @@ struct RunArgs {
     /// Name of the leader-election Lease in --namespace.
     #[arg(long, env = "SKJOLD_LEASE_NAME", default_value = "skjold-operator")]
     lease_name: String,
-    /// Apply the MeshConfig CRD at start (Helm does not upgrade CRDs).
+    /// Apply the MeshConfig CRD and Istio's CRDs of the pinned Istio version at start (Helm does
+    /// not upgrade CRDs). Never deletes them.
     #[arg(long, env = "SKJOLD_MANAGE_CRD", default_value_t = true, action = ArgAction::Set)]
     manage_crd: bool,
     /// Log format.

@@ -47,6 +47,16 @@ pub enum RunError {
     Crd(#[source] Box<kube::Error>),
     #[error("the MeshConfig CRD did not become Established within {0:?}")]
     CrdNotEstablished(Duration),
+    #[error("the embedded Istio CRD manifest does not parse: {0}")]
+    IstioCrdsInvalid(#[source] serde_yaml_ng::Error),
+    #[error("could not apply Istio's CRD {name}: {source}")]
+    IstioCrd {
+        name: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error("Istio's CRD {0} did not become Established within {1:?}")]
+    IstioCrdNotEstablished(String, Duration),
     #[error(transparent)]
     Certs(#[from] CertsError),
     #[error("--cert-manager-certificate {0:?} must be <namespace>/<name>")]
@@ -121,6 +131,39 @@ pub async fn install_crd(client: &kube::Client) -> Result<(), RunError> {
         .map_err(|_| RunError::CrdNotEstablished(timeout))
 }
 
+/// Server-side applies Istio's CRDs of the pinned version (so upgrading the operator upgrades
+/// them; Helm never upgrades `crds/`) and waits until all are Established. They are never deleted
+/// by the operator: like Istio's base chart, an uninstall keeps them (and so the users' Istio
+/// resources); `kubectl delete crd -l skjold.io/istio-crds=true` removes them on purpose.
+pub async fn install_istio_crds(client: &kube::Client) -> Result<usize, RunError> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crds = crate::istio::crds().map_err(RunError::IstioCrdsInvalid)?;
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let applied = futures::future::join_all(crds.iter().map(|crd| {
+        let api = api.clone();
+        let params = params.clone();
+        async move {
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            api.patch(&name, &params, &Patch::Apply(crd))
+                .await
+                .map(|_| name.clone())
+                .map_err(|e| RunError::IstioCrd {
+                    name,
+                    source: Box::new(e),
+                })
+        }
+    }))
+    .await;
+    let names = applied.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let timeout = Duration::from_secs(60);
+    for name in &names {
+        tokio::time::timeout(timeout, wait_established(&api, name))
+            .await
+            .map_err(|_| RunError::IstioCrdNotEstablished(name.clone(), timeout))?;
+    }
+    Ok(names.len())
+}
+
 /// Polls the CRD by name until it is Established. A watch would need `list`/`watch` on every
 /// CRD in the cluster; the operator's RBAC grants only `get` on its own CRD (least privilege).
 async fn wait_established(api: &Api<CustomResourceDefinition>, name: &str) {
@@ -160,6 +203,13 @@ pub async fn run(
     if cfg.manage_crd {
         install_crd(&client).await?;
         info!("MeshConfig CRD applied and established");
+        let n = install_istio_crds(&client).await?;
+        info!(
+            crds = n,
+            istio = crate::istio::ISTIO_VERSION,
+            module = crate::istio::ISTIO_MODULE_VERSION,
+            "Istio CRDs applied and established"
+        );
     }
     // Followers are ready too: they serve health and metrics and stand by for the Lease.
     metrics.set_ready(true);

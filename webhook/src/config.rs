@@ -131,7 +131,7 @@ pub struct ProxySettings {
 impl Default for ProxySettings {
     fn default() -> Self {
         ProxySettings {
-            image: "docker.io/istio/proxyv2:1.25.0".into(),
+            image: crate::istio::default_proxy_image(),
             image_pull_policy: String::new(),
             resources: ProxyResources::default(),
             hold_application_until_proxy_starts: false,

@@ -7,6 +7,7 @@ pub mod admission;
 pub mod cache;
 pub mod config;
 pub mod inject;
+pub mod istio;
 pub mod metrics;
 pub mod server;
 pub mod tls;

@@ -37,7 +37,7 @@ pub(crate) fn render(input: &Input<'_>) -> Result<Vec<ManagedObject>, RenderErro
         json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
             "metadata": input.meta(role_name.clone(), &app_labels),
-            "rules": cluster_rules(),
+            "rules": cluster_rules(&names::istiod_validator(input.rev, ns)),
         }),
     )?);
     let cluster_binding = ManagedObject::ClusterRoleBinding(typed(
@@ -201,10 +201,14 @@ pub(crate) fn config_hash(value: &serde_json::Value) -> Result<String, RenderErr
 }
 
 /// What istiod needs cluster-wide: read the service registry and Istio/Gateway API config, write
-/// their status, distribute `istio-ca-root-cert` ConfigMaps, and authenticate proxies.
-/// Deliberately absent: admissionregistration (the operator owns webhook configurations),
-/// CRD writes, CSR approval, and Deployment writes (gateway deployment controller disabled).
-fn cluster_rules() -> serde_json::Value {
+/// their status, distribute `istio-ca-root-cert` ConfigMaps, authenticate proxies, and read the
+/// webhook configurations. istiod lists and watches both webhook kinds even with its own injector
+/// off (its revision-tag and validation controllers do; without them `/ready` stays 503 and the
+/// xDS ports never open, found by running istiod against what this renders). It may write one
+/// webhook configuration only: its own validator's `caBundle` (and `failurePolicy`), by name.
+/// Deliberately absent: writes to the injector's MutatingWebhookConfiguration (the operator owns
+/// it), CRD writes, CSR approval, and Deployment writes (gateway deployment controller disabled).
+fn cluster_rules(validator: &str) -> serde_json::Value {
     let read = ["get", "list", "watch"];
     let istio_groups = [
         "config.istio.io",
@@ -221,6 +225,8 @@ fn cluster_rules() -> serde_json::Value {
         {"apiGroups": ["gateway.networking.k8s.io", "gateway.networking.x-k8s.io"], "resources": ["*"], "verbs": read},
         {"apiGroups": ["gateway.networking.k8s.io", "gateway.networking.x-k8s.io"], "resources": ["*/status"], "verbs": ["update", "patch"]},
         {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": read},
+        {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations", "validatingwebhookconfigurations"], "verbs": read},
+        {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"], "resourceNames": [validator], "verbs": ["update", "patch"]},
         {"apiGroups": [""], "resources": ["pods", "nodes", "services", "namespaces", "endpoints", "secrets"], "verbs": read},
         {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "update", "patch"]},
         {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read},
@@ -303,11 +309,28 @@ mod tests {
 
     #[test]
     fn cluster_role_is_least_privilege() {
-        let rules = super::cluster_rules();
+        let rules = super::cluster_rules("istio-validator-istio-system");
         let text = serde_json::to_string(&rules).unwrap();
-        assert!(!text.contains("admissionregistration"));
         assert!(!text.contains("\"delete\""));
+        assert!(!text.contains("\"*\"]"), "no wildcard verbs: {text}");
         for rule in rules.as_array().unwrap() {
+            let groups = rule["apiGroups"].as_array().unwrap();
+            let verbs = rule["verbs"].as_array().unwrap();
+            let writes = verbs
+                .iter()
+                .any(|v| v != "get" && v != "list" && v != "watch");
+            // Webhook configurations: istiod reads both kinds (it does not become ready
+            // otherwise) but may write only its own validator, by name.
+            if groups.iter().any(|g| g == "admissionregistration.k8s.io") && writes {
+                assert_eq!(
+                    rule["resources"],
+                    serde_json::json!(["validatingwebhookconfigurations"])
+                );
+                assert_eq!(
+                    rule["resourceNames"],
+                    serde_json::json!(["istio-validator-istio-system"])
+                );
+            }
             let resources = rule["resources"].as_array().unwrap();
             if resources.iter().any(|r| r == "secrets") {
                 assert_eq!(rule["verbs"], serde_json::json!(["get", "list", "watch"]));

@@ -190,7 +190,10 @@ mod tests {
             })
             .unwrap();
         let c = &dep.spec.unwrap().template.spec.unwrap().containers[0];
-        assert_eq!(c.image.as_deref(), Some("reg.example/istio/proxyv2:1.25.0"));
+        assert_eq!(
+            c.image.as_deref(),
+            Some(format!("reg.example/istio/proxyv2:{}", crate::istio::ISTIO_VERSION).as_str())
+        );
         let ca = c
             .env
             .as_ref()

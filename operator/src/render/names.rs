@@ -59,6 +59,12 @@ pub fn istiod_cluster_role(revision: &str, namespace: &str) -> String {
     )
 }
 
+/// `istio-validator[-rev]-<ns>`: the ValidatingWebhookConfiguration of Istio's resources, served
+/// by istiod's `/validate` (Istio's naming, so `istioctl` and Istio's docs find it).
+pub fn istiod_validator(revision: &str, namespace: &str) -> String {
+    format!("{}-{namespace}", with_revision("istio-validator", revision))
+}
+
 fn cluster_scoped(name: &str, namespace: &str) -> String {
     if namespace == DEFAULT_NAMESPACE {
         name.to_string()

@@ -1,0 +1,236 @@
+//! A working mesh: istiod runs from exactly the Deployment, RBAC and ConfigMaps the operator
+//! rendered (as a Pod of that Deployment, with its own ServiceAccount token), the MeshConfig
+//! reports it Available, and what istiod serves the sidecar of an injected Pod (read with Istio's
+//! own xDS client) follows the guides' settings: access log, outbound policy, canary routes and
+//! PeerAuthentication STRICT, changing live on `kubectl patch meshconfig`.
+//!
+//! Run: `cargo test -p skjold-e2e --test mesh -- --test-threads=1` (see docs/e2e.md).
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, ensure};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use serde_json::Value;
+use skjold_e2e::istio::{Istiod, XdsProbe, access_logs, report_pod_running};
+use skjold_e2e::k8s::{create_namespace, delete_namespace, is_injected, pod};
+use skjold_e2e::{CONTROL_PLANE_NS, Cluster, Mesh, Poll, block_on_fresh_runtime, wait_for};
+use skjold_operator::crd::MeshConfig;
+
+/// istiod needs its informers synced and its CA, DNS and webhook certificates before `/ready`.
+const ISTIOD_READY: Duration = Duration::from_secs(180);
+/// The guides' promise: mesh-wide edits reach the proxies within seconds, without restarts.
+const PUSH: Duration = Duration::from_secs(5);
+
+/// Skjold (operator + webhook) and istiod of this test process, started once.
+fn mesh() -> Result<(&'static Mesh<'static>, &'static Istiod)> {
+    static ISTIOD: OnceLock<Result<Istiod, String>> = OnceLock::new();
+    let mesh = Mesh::shared()?;
+    let istiod = ISTIOD.get_or_init(|| {
+        block_on_fresh_runtime(Istiod::start(mesh.cluster(), ISTIOD_READY))
+            .map_err(|e| format!("{e:#}\n--- logs ---\n{}", mesh.logs(30)))
+    });
+    let istiod = istiod
+        .as_ref()
+        .map_err(|e| anyhow!("istiod did not start: {e}"))?;
+    Ok((mesh, istiod))
+}
+
+/// `kubectl auth can-i VERB RESOURCE` as istiod's ServiceAccount.
+fn istiod_can(cluster: &Cluster, verb: &str, resource: &str) -> Result<bool> {
+    let out = cluster.kubectl(&[
+        "auth",
+        "can-i",
+        verb,
+        resource,
+        "--as",
+        &format!("system:serviceaccount:{CONTROL_PLANE_NS}:istiod"),
+    ])?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim() == "yes")
+}
+
+/// istiod starts from the rendered Deployment with its own ServiceAccount token, becomes ready
+/// (its readiness probe, as a kubelet would run it), and the MeshConfig then reports it Available
+/// through the Deployment's status. Its RBAC is what made that possible and no more.
+#[tokio::test]
+async fn istiod_runs_from_the_rendered_deployment() -> Result<()> {
+    let (mesh, istiod) = mesh()?;
+    let cluster = mesh.cluster();
+    println!(
+        "istiod ready {:.1}s after start",
+        istiod.ready_after.as_secs_f64()
+    );
+    let log = istiod.log();
+    ensure!(
+        !log.contains("is forbidden"),
+        "istiod was refused by RBAC:\n{}",
+        log.lines()
+            .filter(|l| l.contains("forbidden"))
+            .take(5)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // What istiod needs, and what it must not have.
+    for (verb, res) in [
+        (
+            "list",
+            "mutatingwebhookconfigurations.admissionregistration.k8s.io",
+        ),
+        (
+            "watch",
+            "validatingwebhookconfigurations.admissionregistration.k8s.io",
+        ),
+        ("list", "destinationrules.networking.istio.io"),
+        ("create", "tokenreviews.authentication.k8s.io"),
+    ] {
+        ensure!(
+            istiod_can(cluster, verb, res)?,
+            "istiod cannot {verb} {res}"
+        );
+    }
+    for (verb, res) in [
+        (
+            "update",
+            "mutatingwebhookconfigurations.admissionregistration.k8s.io/skjold-sidecar-injector",
+        ),
+        (
+            "delete",
+            "validatingwebhookconfigurations.admissionregistration.k8s.io",
+        ),
+        ("create", "customresourcedefinitions.apiextensions.k8s.io"),
+        ("create", "deployments.apps"),
+    ] {
+        ensure!(
+            !istiod_can(cluster, verb, res)?,
+            "istiod may {verb} {res}: more than it needs"
+        );
+    }
+
+    let client = cluster.client().await?;
+    let mcs: Api<MeshConfig> = Api::namespaced(client, CONTROL_PLANE_NS);
+    wait_for(
+        "MeshConfig default to report istiod Available",
+        Duration::from_secs(60),
+        || {
+            let mcs = mcs.clone();
+            async move {
+                let mc = match mcs.get("default").await {
+                    Ok(mc) => mc,
+                    Err(e) => return Poll::Pending(e.to_string()),
+                };
+                let comps = mc
+                    .status
+                    .as_ref()
+                    .map(|s| s.components.clone())
+                    .unwrap_or_default();
+                match comps.get("istiod") {
+                    Some(c) if c.state == "Available" => Poll::Ready(()),
+                    other => Poll::Pending(format!("istiod component: {other:?}")),
+                }
+            }
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// A Pod in an `istio-injection=enabled` namespace, injected by the webhook, reported running
+/// with `ip`; returns it as stored.
+async fn injected_pod(
+    cluster: &Cluster,
+    ns: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+    ip: &str,
+) -> Result<Pod> {
+    let client = cluster.client().await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let created = pods
+        .create(&Default::default(), &pod(name, labels, &[]))
+        .await
+        .with_context(|| format!("creating Pod {ns}/{name}"))?;
+    ensure!(is_injected(&created), "Pod {ns}/{name} was not injected");
+    report_pod_running(cluster, ns, name, ip).await
+}
+
+fn outbound(s: &Value) -> String {
+    s["outbound_catch_all"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The guides' mesh settings in istiod's own output, and live edits of them.
+#[tokio::test]
+async fn istiod_serves_access_log_and_outbound_policy_and_follows_edits() -> Result<()> {
+    let (mesh, _istiod) = mesh()?;
+    let cluster = mesh.cluster();
+    let client = cluster.client().await?;
+    let ns = create_namespace(&client, "xds", &[("istio-injection", "enabled")]).await?;
+    let result = async {
+        let pod = injected_pod(cluster, &ns, "web", &[("app", "web")], "10.244.0.11").await?;
+        let mut probe = XdsProbe::start(cluster, &pod)?;
+        // The demo MeshConfig: accessLogFile /dev/stdout, REGISTRY_ONLY.
+        let (s, _) = probe
+            .wait("REGISTRY_ONLY and a /dev/stdout access log", Duration::from_secs(60), |s| {
+                let logs = access_logs(s);
+                if outbound(s) != "BlackHoleCluster" {
+                    return Err(format!("unknown outbound traffic goes to {:?}", outbound(s)));
+                }
+                if logs.is_empty() || logs.iter().any(|(_, p, f)| p != "/dev/stdout" || f != "TEXT") {
+                    return Err(format!("access logs {logs:?}"));
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| anyhow!("{e:#}\n{}", probe.log_tail(5)))?;
+        let http_listeners = s["listeners"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|l| !l["access_logs"].as_array().is_none_or(|a| a.is_empty()))
+            .count();
+        println!("istiod serves {http_listeners} listeners with a /dev/stdout access log, outbound -> BlackHoleCluster");
+
+        let patch = |p: &str| {
+            cluster.kubectl_ok(
+                &["patch", "meshconfig", "default", "-n", CONTROL_PLANE_NS, "--type=merge", "-p", p],
+                None,
+            )
+        };
+        patch(r#"{"spec":{"meshConfig":{"outboundTrafficPolicy":{"mode":"ALLOW_ANY"},"accessLogEncoding":"JSON"}}}"#)?;
+        let (_, took) = probe
+            .wait("ALLOW_ANY and JSON access logs after the patch", PUSH, |s| {
+                let logs = access_logs(s);
+                if outbound(s) != "PassthroughCluster" {
+                    return Err(format!("unknown outbound traffic goes to {:?}", outbound(s)));
+                }
+                if logs.is_empty() || logs.iter().any(|(_, _, f)| f != "JSON") {
+                    return Err(format!("access logs {logs:?}"));
+                }
+                Ok(())
+            })
+            .await?;
+        println!("kubectl patch meshconfig -> ALLOW_ANY + JSON in istiod's push: {:.2}s", took.as_secs_f64());
+        patch(r#"{"spec":{"meshConfig":{"accessLogFile":""}}}"#)?;
+        let (_, took) = probe
+            .wait("no access log after accessLogFile \"\"", PUSH, |s| {
+                let logs = access_logs(s);
+                if logs.is_empty() { Ok(()) } else { Err(format!("access logs {logs:?}")) }
+            })
+            .await?;
+        println!("accessLogFile \"\" -> no access log: {:.2}s", took.as_secs_f64());
+        mesh.restore_default_meshconfig()?;
+        probe
+            .wait("the restored REGISTRY_ONLY", PUSH, |s| {
+                if outbound(s) == "BlackHoleCluster" { Ok(()) } else { Err(outbound(s)) }
+            })
+            .await?;
+        anyhow::Ok(())
+    }
+    .await;
+    mesh.restore_default_meshconfig()?;
+    delete_namespace(&client, &ns).await;
+    result.map_err(|e| anyhow!("{e:#}\n--- logs ---\n{}", mesh.logs(20)))
+}
