@@ -234,3 +234,202 @@ async fn istiod_serves_access_log_and_outbound_policy_and_follows_edits() -> Res
     delete_namespace(&client, &ns).await;
     result.map_err(|e| anyhow!("{e:#}\n--- logs ---\n{}", mesh.logs(20)))
 }
+
+/// A Service `pricing` (port 80) with Pods labelled version v1 and v2, the guides' canary
+/// DestinationRule (subsets v1/v2) and VirtualService (95/5), at the given API versions.
+fn canary_yaml(ns: &str, dr_version: &str, vs_version: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: pricing, namespace: {ns}, labels: {{app: pricing}}}}
+spec:
+  selector: {{app: pricing}}
+  ports: [{{name: http, port: 80, targetPort: 8080}}]
+---
+apiVersion: networking.istio.io/{dr_version}
+kind: DestinationRule
+metadata: {{name: pricing, namespace: {ns}}}
+spec:
+  host: pricing
+  subsets:
+  - name: v1
+    labels: {{version: v1}}
+  - name: v2
+    labels: {{version: v2}}
+---
+apiVersion: networking.istio.io/{vs_version}
+kind: VirtualService
+metadata: {{name: pricing, namespace: {ns}}}
+spec:
+  hosts: [pricing]
+  http:
+  - route:
+    - destination: {{host: pricing, subset: v1}}
+      weight: 95
+    - destination: {{host: pricing, subset: v2}}
+      weight: 5
+"
+    )
+}
+
+/// The weighted clusters of the route istiod serves for `host:80`, if any.
+fn weights(s: &Value, host: &str) -> Option<Vec<(String, i64)>> {
+    let vhost = format!("{host}:80");
+    for (_, routes) in s["routes"].as_object()? {
+        for r in routes.as_array()? {
+            if r["virtual_host"] == vhost.as_str() {
+                let mut out: Vec<(String, i64)> = r["clusters"]
+                    .as_object()?
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_i64().unwrap_or(0)))
+                    .collect();
+                out.sort();
+                return Some(out);
+            }
+        }
+    }
+    None
+}
+
+/// The guides' canary: DestinationRule subsets + VirtualService 95/5 (v1alpha3 and v1beta1, as
+/// the older and newer guides write them) become a route with weighted subset clusters 95/5 in
+/// what istiod sends a client sidecar in the namespace.
+#[tokio::test]
+async fn canary_destination_rule_and_virtual_service_give_weighted_route() -> Result<()> {
+    let (mesh, _istiod) = mesh()?;
+    let cluster = mesh.cluster();
+    let client = cluster.client().await?;
+    for (n, (dr, vs)) in [
+        ("v1alpha3", "v1alpha3"),
+        ("v1beta1", "v1beta1"),
+        ("v1", "v1"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let ns = create_namespace(&client, "canary", &[("istio-injection", "enabled")]).await?;
+        let result = async {
+            cluster.apply_yaml(&canary_yaml(&ns, dr, vs))?;
+            for (name, version, ip) in [
+                ("pricing-v1", "v1", format!("10.244.1.{}", 10 * n + 1)),
+                ("pricing-v2", "v2", format!("10.244.1.{}", 10 * n + 2)),
+            ] {
+                injected_pod(cluster, &ns, name, &[("app", "pricing"), ("version", version)], &ip)
+                    .await?;
+            }
+            let web =
+                injected_pod(cluster, &ns, "web", &[("app", "web")], &format!("10.244.1.{}", 10 * n + 3))
+                    .await?;
+            let mut probe = XdsProbe::start(cluster, &web)?;
+            let host = format!("pricing.{ns}.svc.cluster.local");
+            let want = vec![
+                (format!("outbound|80|v1|{host}"), 95),
+                (format!("outbound|80|v2|{host}"), 5),
+            ];
+            let (_, took) = probe
+                .wait(
+                    &format!("a 95/5 route to the subsets of {host} ({dr} DestinationRule, {vs} VirtualService)"),
+                    Duration::from_secs(30),
+                    |s| match weights(s, &host) {
+                        Some(w) if w == want => Ok(()),
+                        other => Err(format!("route clusters {other:?}")),
+                    },
+                )
+                .await
+                .map_err(|e| anyhow!("{e:#}\n{}", probe.log_tail(3)))?;
+            println!("{dr}/{vs}: weighted route 95/5 to v1/v2 after {:.2}s", took.as_secs_f64());
+            anyhow::Ok(())
+        }
+        .await;
+        delete_namespace(&client, &ns).await;
+        result?;
+    }
+    Ok(())
+}
+
+/// Transport protocols of the inbound filter chains istiod sends for `port`.
+fn inbound_chains(s: &Value, port: &str) -> Vec<String> {
+    s["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["name"] == "virtualInbound")
+        .flat_map(|l| l["chains"][port].as_array().cloned().unwrap_or_default())
+        .map(|v| v.as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// PeerAuthentication STRICT in a namespace leaves the inbound listener of a Pod there with no
+/// plaintext filter chain for its port (PERMISSIVE, the default, has both).
+#[tokio::test]
+async fn peer_authentication_strict_removes_plaintext_inbound() -> Result<()> {
+    let (mesh, _istiod) = mesh()?;
+    let cluster = mesh.cluster();
+    let client = cluster.client().await?;
+    let ns = create_namespace(&client, "mtls", &[("istio-injection", "enabled")]).await?;
+    let result = async {
+        cluster.apply_yaml(&format!(
+            "apiVersion: v1
+kind: Service
+metadata: {{name: ratings, namespace: {ns}}}
+spec:
+  selector: {{app: ratings}}
+  ports: [{{name: http, port: 9080, targetPort: 9080}}]
+"
+        ))?;
+        let mut p = pod("ratings", &[("app", "ratings")], &[]);
+        if let Some(c) = p.spec.as_mut().and_then(|s| s.containers.first_mut()) {
+            c.ports = Some(vec![k8s_openapi::api::core::v1::ContainerPort {
+                container_port: 9080,
+                name: Some("http".into()),
+                ..Default::default()
+            }]);
+        }
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let created = pods.create(&Default::default(), &p).await?;
+        ensure!(is_injected(&created), "ratings was not injected");
+        let pod = report_pod_running(cluster, &ns, "ratings", "10.244.2.10").await?;
+        let mut probe = XdsProbe::start(cluster, &pod)?;
+        probe
+            .wait(
+                "PERMISSIVE inbound chains (TLS and plaintext) for 9080",
+                Duration::from_secs(30),
+                |s| {
+                    let c = inbound_chains(s, "9080");
+                    if c.iter().any(|t| t == "tls") && c.iter().any(|t| t == "raw_buffer") {
+                        Ok(())
+                    } else {
+                        Err(format!("chains for 9080: {c:?}"))
+                    }
+                },
+            )
+            .await
+            .map_err(|e| anyhow!("{e:#}\n{}", probe.log_tail(3)))?;
+        cluster.apply_yaml(&format!(
+            "apiVersion: security.istio.io/v1beta1
+kind: PeerAuthentication
+metadata: {{name: default, namespace: {ns}}}
+spec:
+  mtls: {{mode: STRICT}}
+"
+        ))?;
+        let (_, took) = probe
+            .wait("STRICT: only TLS inbound chains for 9080", PUSH, |s| {
+                let c = inbound_chains(s, "9080");
+                if !c.is_empty() && c.iter().all(|t| t == "tls") {
+                    Ok(())
+                } else {
+                    Err(format!("chains for 9080: {c:?}"))
+                }
+            })
+            .await?;
+        println!(
+            "PeerAuthentication STRICT -> no plaintext inbound chain after {:.2}s",
+            took.as_secs_f64()
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    delete_namespace(&client, &ns).await;
+    result
+}
