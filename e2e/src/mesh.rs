@@ -44,6 +44,10 @@ spec:
       mode: REGISTRY_ONLY
 ";
 
+/// Where the API server calls istiod's `/validate` in URL mode: istiod listens on the machine's
+/// port 15017 (see `skjold_e2e::istio`), and `localhost` is the name its certificate is given.
+pub const VALIDATION_URL: &str = "https://localhost:15017/validate";
+
 /// Startup budget for each of: CRD established, Secret issued, webhook ready, first injection.
 const STEP_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -171,7 +175,10 @@ impl<'c> Mesh<'c> {
         let port = free_port();
         cluster.ensure_control_plane_namespace()?;
         cluster.install_crd()?;
-        let operator = cluster.start_operator(&webhook_url(port), &[])?;
+        let operator = cluster.start_operator(
+            &webhook_url(port),
+            &["--istiod-validation-url", VALIDATION_URL],
+        )?;
         let operator = Mutex::new(Some(operator));
         cluster
             .apply_yaml(meshconfig_yaml)

@@ -433,3 +433,83 @@ spec:
     delete_namespace(&client, &ns).await;
     result
 }
+
+/// istiod validates Istio's resources as Istio ships it: through the API server, an invalid
+/// resource is refused with istiod's own message, and istiod has filled the validators' caBundle.
+#[tokio::test]
+async fn istiod_validates_istio_resources_through_the_api_server() -> Result<()> {
+    let (mesh, _istiod) = mesh()?;
+    let cluster = mesh.cluster();
+    let client = cluster.client().await?;
+    let vwcs: Api<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration> =
+        Api::all(client.clone());
+    for name in ["istio-validator-istio-system", "istiod-default-validator"] {
+        wait_for(
+            &format!("istiod to fill the caBundle of {name}"),
+            Duration::from_secs(60),
+            || {
+                let vwcs = vwcs.clone();
+                async move {
+                    match vwcs.get_opt(name).await {
+                        Ok(Some(v)) => {
+                            let ok = v.webhooks.iter().flatten().all(|w| {
+                                w.client_config
+                                    .ca_bundle
+                                    .as_ref()
+                                    .is_some_and(|b| !b.0.is_empty())
+                            });
+                            if ok {
+                                Poll::Ready(())
+                            } else {
+                                Poll::Pending("caBundle empty".into())
+                            }
+                        }
+                        Ok(None) => Poll::Pending("not rendered".into()),
+                        Err(e) => Poll::Pending(e.to_string()),
+                    }
+                }
+            },
+        )
+        .await?;
+    }
+    let ns = create_namespace(&client, "validate", &[]).await?;
+    let result = async {
+        let bad = format!(
+            "apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {{name: bad, namespace: {ns}}}
+spec:
+  hosts: [pricing]
+  http:
+  - route:
+    - destination: {{host: pricing, subset: v1}}
+      weight: 95
+    - destination: {{host: pricing, subset: v2}}
+      weight: 5
+    mirrorPercentage: {{value: 150}}
+"
+        );
+        let out = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(&bad))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        println!(
+            "kubectl apply of an invalid VirtualService: {}",
+            stderr.trim()
+        );
+        ensure!(
+            !out.status.success(),
+            "the invalid VirtualService was admitted"
+        );
+        ensure!(
+            stderr.contains("validation.istio.io") && stderr.contains("denied the request"),
+            "refused, but not by istiod's validation: {stderr}"
+        );
+        let good = canary_yaml(&ns, "v1beta1", "v1beta1");
+        cluster
+            .apply_yaml(&good)
+            .context("a valid canary was refused")?;
+        anyhow::Ok(())
+    }
+    .await;
+    delete_namespace(&client, &ns).await;
+    result
+}

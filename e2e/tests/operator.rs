@@ -59,6 +59,7 @@ impl Op {
             webhook_service: "skjold-webhook".into(),
             webhook_namespace: namespace.to_string(),
             webhook_url: Some(format!("https://127.0.0.1:{}/inject", free_port())),
+            istiod_validation_url: None,
             cert_secret: "skjold-webhook-tls".into(),
             cert_manager_certificate: None,
             metrics_addr: Some(metrics_addr),
@@ -171,6 +172,7 @@ fn expected_objects(mc: &MeshConfig, ns: &str) -> Result<Vec<(String, Option<Str
         webhook: WebhookTarget::Url("https://127.0.0.1/inject".into()),
         ca_bundle: String::new(),
         ca_injection_from: None,
+        istiod_validation_url: None,
     };
     let rendered = render(mc, &ctx)?;
     Ok(rendered

@@ -1,7 +1,9 @@
 //! Writing rendered objects: server-side apply with the operator's field manager, pruning of
 //! objects a MeshConfig no longer renders, and removal of cluster-scoped objects on delete.
 
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -63,6 +65,9 @@ fn resource_of(obj: &ManagedObject) -> ApiResource {
         ManagedObject::MutatingWebhookConfiguration(_) => {
             ApiResource::erase::<MutatingWebhookConfiguration>(&())
         }
+        ManagedObject::ValidatingWebhookConfiguration(_) => {
+            ApiResource::erase::<ValidatingWebhookConfiguration>(&())
+        }
     }
 }
 
@@ -80,6 +85,10 @@ pub fn managed_kinds() -> Vec<(ApiResource, bool)> {
         (ApiResource::erase::<ClusterRoleBinding>(&()), false),
         (
             ApiResource::erase::<MutatingWebhookConfiguration>(&()),
+            false,
+        ),
+        (
+            ApiResource::erase::<ValidatingWebhookConfiguration>(&()),
             false,
         ),
     ]

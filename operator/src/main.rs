@@ -44,6 +44,10 @@ struct RunArgs {
     /// Out-of-cluster development: call the webhook at this https:// URL instead of the Service.
     #[arg(long, env = "SKJOLD_WEBHOOK_URL")]
     webhook_url: Option<String>,
+    /// Out-of-cluster development: the API server calls istiod's `/validate` at this https:// URL
+    /// instead of the istiod Service (istiod's certificate then also names the URL's host).
+    #[arg(long, env = "SKJOLD_ISTIOD_VALIDATION_URL")]
+    istiod_validation_url: Option<String>,
     /// Secret (kubernetes.io/tls: tls.crt, tls.key, ca.crt) for the webhook's serving certificate.
     #[arg(long, env = "SKJOLD_CERT_SECRET", default_value = "skjold-webhook-tls")]
     cert_secret: String,
@@ -144,6 +148,7 @@ async fn main() -> anyhow::Result<()> {
                 namespace: args.namespace,
                 webhook_service: args.webhook_service,
                 webhook_url: args.webhook_url,
+                istiod_validation_url: args.istiod_validation_url,
                 cert_secret: args.cert_secret,
                 cert_manager_certificate: args.cert_manager_certificate,
                 metrics_addr: Some(args.metrics_addr),

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -44,6 +46,8 @@ pub struct Settings {
     pub namespace: String,
     pub webhook: WebhookTarget,
     pub cert: CertSource,
+    /// Out-of-cluster development: where the API server calls istiod's `/validate`.
+    pub istiod_validation_url: Option<String>,
 }
 
 /// Who provides the webhook's serving certificate and the `caBundle`.
@@ -298,6 +302,7 @@ async fn apply_meshconfig(mc: &MeshConfig, ctx: &Context) -> Result<Action, Reco
         webhook: ctx.settings.webhook.clone(),
         ca_bundle,
         ca_injection_from,
+        istiod_validation_url: ctx.settings.istiod_validation_url.clone(),
     };
     let rendered = match render::render(mc, &render_ctx) {
         Ok(r) => r,
@@ -640,7 +645,7 @@ pub async fn run(
     let store = controller.store();
     let _ = ctx.store.set(store.clone());
     let secret_store = store.clone();
-    let (ns1, ns2, ns3) = (ns.clone(), ns.clone(), ns.clone());
+    let (ns1, ns2, ns3, ns4) = (ns.clone(), ns.clone(), ns.clone(), ns.clone());
     let mut controller = controller
         .owns(
             Api::<ConfigMap>::namespaced(client.clone(), &ns),
@@ -674,6 +679,11 @@ pub async fn run(
             Api::<MutatingWebhookConfiguration>::all(client.clone()),
             managed.clone(),
             move |o| owner_from_labels(&o, &ns1),
+        )
+        .watches(
+            Api::<ValidatingWebhookConfiguration>::all(client.clone()),
+            managed.clone(),
+            move |o| owner_from_labels(&o, &ns4),
         )
         .watches(
             Api::<ClusterRole>::all(client.clone()),

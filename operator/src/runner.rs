@@ -28,6 +28,8 @@ pub struct RunConfig {
     pub webhook_service: String,
     pub webhook_namespace: String,
     pub webhook_url: Option<String>,
+    /// Out-of-cluster development: `clientConfig.url` of istiod's validation webhooks.
+    pub istiod_validation_url: Option<String>,
     pub cert_secret: String,
     /// cert-manager mode (`namespace/name` of a Certificate): no issuing, CA injected by cert-manager.
     pub cert_manager_certificate: Option<String>,
@@ -109,6 +111,7 @@ impl RunConfig {
             namespace: self.namespace.clone(),
             webhook,
             cert,
+            istiod_validation_url: self.istiod_validation_url.clone(),
         })
     }
 }
@@ -263,6 +266,7 @@ mod tests {
             webhook_service: "skjold-webhook".into(),
             webhook_namespace: "istio-system".into(),
             webhook_url: None,
+            istiod_validation_url: None,
             cert_secret: "skjold-webhook-tls".into(),
             cert_manager_certificate: None,
             metrics_addr: None,

@@ -35,6 +35,7 @@ fn ctx() -> RenderContext {
         },
         ca_bundle: FAKE_CA.into(),
         ca_injection_from: None,
+        istiod_validation_url: None,
     }
 }
 

@@ -37,7 +37,7 @@ pub(crate) fn render(input: &Input<'_>) -> Result<Vec<ManagedObject>, RenderErro
         json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
             "metadata": input.meta(role_name.clone(), &app_labels),
-            "rules": cluster_rules(&names::istiod_validator(input.rev, ns)),
+            "rules": cluster_rules(&super::validation::validator_names(input.rev, input.spec.is_default_revision(), ns)),
         }),
     )?);
     let cluster_binding = ManagedObject::ClusterRoleBinding(typed(
@@ -115,6 +115,17 @@ fn deployment(
 ) -> Result<serde_json::Value, RenderError> {
     let spec = input.spec;
     let ns = input.ctx.namespace.as_str();
+    // istiod's serving certificate names these hosts (plus its Service names).
+    let mut custom_hosts = format!("{name}.{ns}.svc");
+    if let Some(host) = input
+        .ctx
+        .istiod_validation_url
+        .as_deref()
+        .and_then(super::validation::url_host)
+    {
+        custom_hosts.push(',');
+        custom_hosts.push_str(host);
+    }
     let field_env = |env: &str, path: &str| json!({"name": env, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}});
     let container = json!({
         "name": "discovery",
@@ -138,12 +149,13 @@ fn deployment(
             field_env("POD_NAMESPACE", "metadata.namespace"),
             field_env("SERVICE_ACCOUNT", "spec.serviceAccountName"),
             {"name": "CLUSTER_ID", "value": "Kubernetes"},
-            {"name": "ISTIOD_CUSTOM_HOST", "value": format!("{name}.{ns}.svc")},
+            {"name": "ISTIOD_CUSTOM_HOST", "value": custom_hosts},
             {"name": "PILOT_TRACE_SAMPLING", "value": input.eff.trace_sampling},
-            // Skjold's webhook injects and the operator owns the webhook configurations:
-            // istiod must neither patch caBundles nor serve injection.
+            // Skjold's webhook injects and the operator owns the injector's webhook
+            // configuration: istiod neither serves injection nor patches that caBundle. It does
+            // validate Istio's resources, and fills its validators' caBundle (validation.rs).
             {"name": "INJECTION_WEBHOOK_CONFIG_NAME", "value": ""},
-            {"name": "VALIDATION_WEBHOOK_CONFIG_NAME", "value": ""},
+            {"name": "VALIDATION_WEBHOOK_CONFIG_NAME", "value": names::istiod_validator(input.rev, ns)},
             {"name": "PILOT_ENABLE_GATEWAY_API_DEPLOYMENT_CONTROLLER", "value": "false"},
         ],
         "resources": input.eff.pilot_resources,
@@ -208,7 +220,7 @@ pub(crate) fn config_hash(value: &serde_json::Value) -> Result<String, RenderErr
 /// webhook configuration only: its own validator's `caBundle` (and `failurePolicy`), by name.
 /// Deliberately absent: writes to the injector's MutatingWebhookConfiguration (the operator owns
 /// it), CRD writes, CSR approval, and Deployment writes (gateway deployment controller disabled).
-fn cluster_rules(validator: &str) -> serde_json::Value {
+fn cluster_rules(validators: &[String]) -> serde_json::Value {
     let read = ["get", "list", "watch"];
     let istio_groups = [
         "config.istio.io",
@@ -226,7 +238,7 @@ fn cluster_rules(validator: &str) -> serde_json::Value {
         {"apiGroups": ["gateway.networking.k8s.io", "gateway.networking.x-k8s.io"], "resources": ["*/status"], "verbs": ["update", "patch"]},
         {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": read},
         {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations", "validatingwebhookconfigurations"], "verbs": read},
-        {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"], "resourceNames": [validator], "verbs": ["update", "patch"]},
+        {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"], "resourceNames": validators, "verbs": ["update", "patch"]},
         {"apiGroups": [""], "resources": ["pods", "nodes", "services", "namespaces", "endpoints", "secrets"], "verbs": read},
         {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "update", "patch"]},
         {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read},
@@ -309,13 +321,13 @@ mod tests {
 
     #[test]
     fn cluster_role_is_least_privilege() {
-        let rules = super::cluster_rules("istio-validator-istio-system");
+        let rules = super::cluster_rules(&["istio-validator-istio-system".to_string()]);
         let text = serde_json::to_string(&rules).unwrap();
         assert!(!text.contains("\"delete\""));
-        assert!(!text.contains("\"*\"]"), "no wildcard verbs: {text}");
         for rule in rules.as_array().unwrap() {
             let groups = rule["apiGroups"].as_array().unwrap();
             let verbs = rule["verbs"].as_array().unwrap();
+            assert!(!verbs.iter().any(|v| v == "*"), "no wildcard verbs: {rule}");
             let writes = verbs
                 .iter()
                 .any(|v| v != "get" && v != "list" && v != "watch");

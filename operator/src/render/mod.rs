@@ -6,9 +6,12 @@ pub mod controlplane;
 pub mod gateways;
 pub mod names;
 pub mod profile;
+pub mod validation;
 pub mod webhook;
 
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -48,6 +51,9 @@ pub struct RenderContext {
     /// cert-manager mode: `namespace/certificate` for `cert-manager.io/inject-ca-from`; the
     /// operator then leaves `caBundle` to cert-manager's cainjector.
     pub ca_injection_from: Option<String>,
+    /// Out-of-cluster development: the API server calls istiod's `/validate` at this https://
+    /// URL (istiod's certificate then also names its host) instead of the istiod Service.
+    pub istiod_validation_url: Option<String>,
 }
 
 /// Why a MeshConfig could not be rendered.
@@ -92,6 +98,7 @@ pub enum ManagedObject {
     PodDisruptionBudget(PodDisruptionBudget),
     ConfigMap(ConfigMap),
     MutatingWebhookConfiguration(MutatingWebhookConfiguration),
+    ValidatingWebhookConfiguration(ValidatingWebhookConfiguration),
 }
 
 impl ManagedObject {
@@ -107,6 +114,7 @@ impl ManagedObject {
             ManagedObject::PodDisruptionBudget(o) => &o.metadata,
             ManagedObject::ConfigMap(o) => &o.metadata,
             ManagedObject::MutatingWebhookConfiguration(o) => &o.metadata,
+            ManagedObject::ValidatingWebhookConfiguration(o) => &o.metadata,
         }
     }
 
@@ -122,6 +130,7 @@ impl ManagedObject {
             ManagedObject::PodDisruptionBudget(_) => "PodDisruptionBudget",
             ManagedObject::ConfigMap(_) => "ConfigMap",
             ManagedObject::MutatingWebhookConfiguration(_) => "MutatingWebhookConfiguration",
+            ManagedObject::ValidatingWebhookConfiguration(_) => "ValidatingWebhookConfiguration",
         }
     }
 
@@ -136,6 +145,7 @@ impl ManagedObject {
             ManagedObject::ClusterRole(_)
                 | ManagedObject::ClusterRoleBinding(_)
                 | ManagedObject::MutatingWebhookConfiguration(_)
+                | ManagedObject::ValidatingWebhookConfiguration(_)
         )
     }
 
@@ -156,6 +166,7 @@ impl ManagedObject {
             ManagedObject::PodDisruptionBudget(o) => &mut o.metadata,
             ManagedObject::ConfigMap(o) => &mut o.metadata,
             ManagedObject::MutatingWebhookConfiguration(o) => &mut o.metadata,
+            ManagedObject::ValidatingWebhookConfiguration(o) => &mut o.metadata,
         }
     }
 }
@@ -210,6 +221,9 @@ pub fn render(mc: &MeshConfig, ctx: &RenderContext) -> Result<Rendered, RenderEr
     let mut objects: Vec<(&'static str, ManagedObject)> = Vec::new();
     if eff.istiod {
         for o in controlplane::render(&input)? {
+            objects.push((component::ISTIOD, o));
+        }
+        for o in validation::render(&input)? {
             objects.push((component::ISTIOD, o));
         }
     }
@@ -332,6 +346,7 @@ pub(crate) mod tests {
             },
             ca_bundle: String::new(),
             ca_injection_from: None,
+            istiod_validation_url: None,
         }
     }
 

@@ -65,6 +65,12 @@ pub fn istiod_validator(revision: &str, namespace: &str) -> String {
     format!("{}-{namespace}", with_revision("istio-validator", revision))
 }
 
+/// `istiod-default-validator[-ns]`: the default revision's validator of every Istio resource
+/// (Istio's name for the control plane in `istio-system`).
+pub fn default_validator(namespace: &str) -> String {
+    cluster_scoped("istiod-default-validator", namespace)
+}
+
 fn cluster_scoped(name: &str, namespace: &str) -> String {
     if namespace == DEFAULT_NAMESPACE {
         name.to_string()
