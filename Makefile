@@ -20,7 +20,7 @@ setup: ## check/install the toolchains (Rust, Go) and build the pinned cluster b
 	@bash scripts/setup.sh
 	@bash e2e/scripts/build-tools.sh >/dev/null
 
-tools: ## build kube-apiserver, kube-controller-manager, kubectl, etcd, helm from Go modules (cached)
+tools: ## build kube-apiserver, kube-controller-manager, kubectl, etcd, helm, pilot-discovery, pilot-agent, istioctl from Go modules (cached)
 	@bash e2e/scripts/build-tools.sh
 
 build: ## build all binaries (debug)
@@ -39,7 +39,8 @@ lint: ## rustfmt check and clippy with warnings as errors
 unit: ## unit, golden and HTTP-level tests (no cluster needed)
 	$(CARGO) test --workspace --exclude skjold-e2e
 
-helm-test: tools ## helm lint + helm template with several value sets, CRD in sync
+helm-test: tools ## helm lint + helm template with several value sets, CRDs (ours and Istio's) in sync
+	@bash scripts/gen-istio-crds.sh --check
 	@bash helm/test.sh
 
 e2e: setup build ## end-to-end tests against a real kube-apiserver on loopback

@@ -118,6 +118,12 @@ check "default: operator is not passed --webhook-url" bash -c '! grep -q -- --we
 check "default: ServiceAccounts for operator and webhook" \
   bash -c '[ "$(grep -c "^kind: ServiceAccount" "$1")" -ge 2 ]' _ "$f"
 check "default: default MeshConfig named default" has "$f" '^  name: default$'
+role=$(doc "$f" ClusterRole skjold-operator)
+check "default: operator may patch Istio's CRDs by name (generated list)" \
+  bash -c 'grep -q -- "- virtualservices.networking.istio.io" <<<"$1" && grep -q -- "- peerauthentications.security.istio.io" <<<"$1"' _ "$role"
+check "default: operator may manage istiod's ValidatingWebhookConfigurations" grep -q 'validatingwebhookconfigurations' <<<"$role"
+check "chart crds/ holds Istio's CRDs with every guide's API version" \
+  bash -c 'f=$1/crds/istio-crds.gen.yaml; grep -q "name: destinationrules.networking.istio.io" "$f" && grep -q "name: v1alpha3" "$f" && grep -q "name: v1beta1" "$f" && grep -q "\"helm.sh/resource-policy\": keep" "$f"' _ "$chart"
 check "default: pre-delete cleanup hook Job" \
   bash -c 'grep -q "helm.sh/hook: pre-delete" <<<"$1"' _ "$(doc "$f" Job skjold-cleanup)"
 check "default: operator may update its CRD only by name" \

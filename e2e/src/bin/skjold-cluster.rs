@@ -4,8 +4,9 @@
 //! - `up`: start the cluster (+ operator and webhook unless `--no-skjold`), write the kubeconfig,
 //!   run until Ctrl-C/SIGTERM, then tear everything down.
 //! - `demo`: `up`, then the guides' walkthrough: a MeshConfig with access logs and
-//!   REGISTRY_ONLY, `kubectl label namespace demo istio-injection=enabled`, a Deployment, and
-//!   the resulting pod's containers and the mesh ConfigMap.
+//!   REGISTRY_ONLY, istiod running from the Deployment the operator rendered, `kubectl label
+//!   namespace demo istio-injection=enabled`, a Deployment, the resulting pod's containers, and
+//!   what istiod actually serves that pod's sidecar (outbound policy, access log).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -15,12 +16,16 @@ use anyhow::{Context, Result, anyhow};
 use clap::{Args, Parser, Subcommand};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::Api;
+use skjold_e2e::istio::{Istiod, XdsProbe, access_logs, report_pod_running};
 use skjold_e2e::k8s::{self, container, resources};
 use skjold_e2e::mesh::default_kubeconfig_out;
 use skjold_e2e::{CONTROL_PLANE_NS, Cluster, ClusterOptions, DEFAULT_MESHCONFIG, Mesh};
 
-/// The demo Deployment (its pods stay Pending: there is no kubelet).
+/// The demo Deployment (its pod is injected and reported running; its containers do not run:
+/// there is no container runtime yet).
 const DEMO_APP: &str = "demo-app";
+/// The address the demo pod is reported with (written to the API only, never to an interface).
+const DEMO_POD_IP: &str = "10.244.0.10";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -131,16 +136,43 @@ async fn run(args: UpArgs, demo: bool) -> Result<()> {
             m.webhook_url()
         ));
     }
-
-    if demo {
-        match until_signal(walkthrough(&cluster, &step)).await {
-            Ok(Some(())) => {}
+    let istiod = if mesh.is_some() {
+        step(
+            "starting istiod from the Deployment the operator rendered (its own ServiceAccount token)",
+        );
+        match until_signal(Istiod::start(&cluster, std::time::Duration::from_secs(180))).await {
+            Ok(Some(i)) => {
+                step(&format!(
+                    "istiod ready {:.1}s after start (log: {})",
+                    i.ready_after.as_secs_f64(),
+                    i.pod.log_path().display()
+                ));
+                Some(i)
+            }
             Ok(None) => {
                 shutdown(mesh, &cluster, &out);
                 return Ok(());
             }
             Err(e) => {
+                shutdown(mesh, &cluster, &out);
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
+    let mut probe = None;
+    if demo {
+        match until_signal(walkthrough(&cluster, &step)).await {
+            Ok(Some(p)) => probe = Some(p),
+            Ok(None) => {
+                drop(istiod);
+                shutdown(mesh, &cluster, &out);
+                return Ok(());
+            }
+            Err(e) => {
                 eprintln!("demo failed: {e:#}\nlogs:\n{}", cluster.log_tails(20));
+                drop(istiod);
                 shutdown(mesh, &cluster, &out);
                 return Err(anyhow!("demo failed"));
             }
@@ -158,6 +190,8 @@ async fn run(args: UpArgs, demo: bool) -> Result<()> {
     println!("Press Ctrl-C to stop and remove everything.");
     wait_for_signal().await;
     step("stopping");
+    drop(probe);
+    drop(istiod);
     shutdown(mesh, &cluster, &out);
     step("stopped; no processes left behind");
     Ok(())
@@ -169,8 +203,9 @@ fn shutdown(mesh: Option<Mesh<'_>>, cluster: &Cluster, kubeconfig_out: &Path) {
     remove_kubeconfig(kubeconfig_out);
 }
 
-/// The guides' walkthrough on the running cluster.
-async fn walkthrough(cluster: &Cluster, step: &impl Fn(&str)) -> Result<()> {
+/// The guides' walkthrough on the running cluster; returns the xDS probe of the demo pod (kept
+/// running, its log shows every push istiod makes to that sidecar).
+async fn walkthrough(cluster: &Cluster, step: &impl Fn(&str)) -> Result<XdsProbe> {
     step("kubectl create namespace demo; kubectl label namespace demo istio-injection=enabled");
     cluster.apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n")?;
     cluster.kubectl_ok(
@@ -195,7 +230,84 @@ async fn walkthrough(cluster: &Cluster, step: &impl Fn(&str)) -> Result<()> {
         .first()
         .ok_or_else(|| anyhow!("no pod for Deployment demo/{DEMO_APP}"))?;
     print_pod(pod);
+    let pod_name = pod.metadata.name.clone().unwrap_or_default();
 
+    step(&format!(
+        "reporting demo/{pod_name} running with IP {DEMO_POD_IP} (API only), connecting to istiod as its sidecar"
+    ));
+    let pod = report_pod_running(cluster, "demo", &pod_name, DEMO_POD_IP).await?;
+    let mut probe = XdsProbe::start(cluster, &pod)?;
+    let (served, _) = probe
+        .wait(
+            "istiod's configuration for the demo pod's sidecar",
+            std::time::Duration::from_secs(60),
+            |s| {
+                if s["listeners"].as_array().is_some_and(|l| !l.is_empty()) {
+                    Ok(())
+                } else {
+                    Err("no listeners yet".into())
+                }
+            },
+        )
+        .await?;
+    let logs = access_logs(&served);
+    let mut targets: Vec<String> = logs.iter().map(|(_, p, f)| format!("{p} ({f})")).collect();
+    targets.sort();
+    targets.dedup();
+    println!(
+        "\nWhat istiod serves the sidecar of demo/{pod_name} (read with Istio's own xDS client):"
+    );
+    println!(
+        "  unknown outbound traffic -> {}  (REGISTRY_ONLY: BlackHoleCluster; ALLOW_ANY: PassthroughCluster)",
+        served["outbound_catch_all"].as_str().unwrap_or("?")
+    );
+    println!(
+        "  access log -> {} on {} of {} listeners",
+        if targets.is_empty() {
+            "none".to_string()
+        } else {
+            targets.join(", ")
+        },
+        logs.iter()
+            .map(|(l, _, _)| l)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        served["listeners"].as_array().map_or(0, Vec::len)
+    );
+    println!(
+        "  (every later push is a JSON line in {}/*xds-probe*)",
+        cluster.dir().join("logs").display()
+    );
+
+    // A gateway runs Envoy, which this machine cannot have: its Pod could never become Ready, so
+    // the demo switches it off to show a Ready mesh (istiod, mesh config, injection).
+    step(
+        "kubectl patch meshconfig default: components.ingressGateway.enabled=false (no Envoy on this machine)",
+    );
+    cluster.kubectl_ok(
+        &[
+            "patch",
+            "meshconfig",
+            "default",
+            "-n",
+            CONTROL_PLANE_NS,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"components":{"ingressGateway":{"enabled":false}}}}"#,
+        ],
+        None,
+    )?;
+    cluster.kubectl_ok(
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "--timeout=60s",
+            "meshconfig/default",
+            "-n",
+            CONTROL_PLANE_NS,
+        ],
+        None,
+    )?;
     println!("\nkubectl get meshconfig -n {CONTROL_PLANE_NS}:");
     let table = cluster.kubectl_ok(&["get", "meshconfig", "-n", CONTROL_PLANE_NS], None)?;
     for line in table.lines() {
@@ -217,7 +329,7 @@ async fn walkthrough(cluster: &Cluster, step: &impl Fn(&str)) -> Result<()> {
     for line in text.lines() {
         println!("  {line}");
     }
-    Ok(())
+    Ok(probe)
 }
 
 fn print_pod(pod: &Pod) {
