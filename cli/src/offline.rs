@@ -217,6 +217,47 @@ pub fn explain_text(
         ns.name,
         config.revision_name()
     );
+    // Step 0, as the API server takes it: does any entry of the revision's
+    // MutatingWebhookConfiguration select this namespace and pod at all?
+    let selected = match selecting_webhook(pod, ns, config) {
+        Ok(Some(entry)) => format!(
+            "webhook {entry} of {} selects namespace {} and the pod -> the API server calls the injector",
+            webhook_configuration_name(config),
+            ns.name
+        ),
+        Ok(None) => {
+            let _ = writeln!(
+                s,
+                "  1. no webhook of {} selects namespace {} (labels {}) with pod labels {} -> the API server does not call the injector",
+                webhook_configuration_name(config),
+                ns.name,
+                show_labels(&ns.labels),
+                show_labels(&pod.metadata.labels.clone().unwrap_or_default())
+            );
+            // The webhooks' objectSelector already excludes an explicit opt-out: name that.
+            let opted_out = pod
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("sidecar.istio.io/inject"))
+                .is_some_and(|v| v == "false");
+            if opted_out {
+                let _ = writeln!(
+                    s,
+                    "  2. pod label sidecar.istio.io/inject=\"false\" -> skip"
+                );
+            }
+            let reason = if opted_out {
+                Reason::DisabledByLabel.to_string()
+            } else {
+                "not-selected".into()
+            };
+            let _ = writeln!(s, "result: skip (reason: {reason})");
+            return (s, true);
+        }
+        Err(e) => format!("webhook selection unknown ({e}); assuming the injector is called"),
+    };
+    let _ = writeln!(s, "  1. {selected}");
     let result = inject::inject(&InjectRequest {
         pod,
         namespace: ns,
@@ -225,7 +266,7 @@ pub fn explain_text(
     match result {
         Ok(outcome) => {
             for (i, step) in outcome.explanation.iter().enumerate() {
-                let _ = writeln!(s, "  {}. {step}", i + 1);
+                let _ = writeln!(s, "  {}. {step}", i + 2);
             }
             let verdict = if outcome.reason == Reason::Injected {
                 "inject"
@@ -247,13 +288,88 @@ pub fn explain_text(
             let annotations = inject::decision::EffectiveAnnotations::new(pod, ns);
             if let Ok(d) = inject::decision::decide(pod, ns, config, &annotations) {
                 for (i, step) in d.explanation.iter().enumerate() {
-                    let _ = writeln!(s, "  {}. {step}", i + 1);
+                    let _ = writeln!(s, "  {}. {step}", i + 2);
                 }
             }
             let _ = writeln!(s, "result: refused (reason: {}): {e}", e.reason());
             (s, false)
         }
     }
+}
+
+fn webhook_configuration_name(config: &InjectorConfig) -> String {
+    skjold_operator::render::names::webhook_configuration(
+        config.revision_name(),
+        CONTROL_PLANE_NAMESPACE,
+    )
+}
+
+/// The control-plane namespace the webhook configuration is evaluated for (Istio's default).
+const CONTROL_PLANE_NAMESPACE: &str = "istio-system";
+
+fn show_labels(labels: &BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        return "{}".into();
+    }
+    let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{{{}}}", inner.join(", "))
+}
+
+/// The name of the first entry of the MutatingWebhookConfiguration the operator renders for the
+/// config's revision whose namespaceSelector and objectSelector match, as the API server
+/// evaluates them (the namespace also carries its automatic `kubernetes.io/metadata.name` label).
+/// The selectors are the operator's own rendering, not a second copy of Istio's rules.
+fn selecting_webhook(
+    pod: &k8s_openapi::api::core::v1::Pod,
+    ns: &NamespaceInfo,
+    config: &InjectorConfig,
+) -> anyhow::Result<Option<String>> {
+    use skjold_operator::render::{ManagedObject, RenderContext, WebhookTarget, render};
+    let rev = config.revision_name();
+    let revision = if rev == skjold_webhook::config::DEFAULT_REVISION {
+        ""
+    } else {
+        rev
+    };
+    let mc: skjold_operator::crd::MeshConfig = serde_json::from_value(serde_json::json!({
+        "apiVersion": "skjold.io/v1alpha1", "kind": "MeshConfig",
+        "metadata": {"name": "explain", "namespace": CONTROL_PLANE_NAMESPACE, "uid": "explain"},
+        "spec": {"revision": revision},
+    }))?;
+    let ctx = RenderContext {
+        namespace: CONTROL_PLANE_NAMESPACE.into(),
+        webhook: WebhookTarget::Service {
+            name: "skjold-webhook".into(),
+            namespace: CONTROL_PLANE_NAMESPACE.into(),
+        },
+        ca_bundle: String::new(),
+        ca_injection_from: None,
+        istiod_validation_url: None,
+    };
+    let rendered = render(&mc, &ctx)?;
+    let mut ns_labels = ns.labels.clone();
+    ns_labels.insert("kubernetes.io/metadata.name".into(), ns.name.clone());
+    let pod_labels = pod.metadata.labels.clone().unwrap_or_default();
+    for (_, obj) in &rendered.objects {
+        let ManagedObject::MutatingWebhookConfiguration(mwc) = obj else {
+            continue;
+        };
+        for w in mwc.webhooks.iter().flatten() {
+            let matches =
+                |sel: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+                 labels: &BTreeMap<String, String>| {
+                    sel.as_ref().map_or(Ok(true), |sel| {
+                        inject::decision::selector_matches(sel, Some(labels), "webhook selector", 0)
+                    })
+                };
+            if matches(&w.namespace_selector, &ns_labels)?
+                && matches(&w.object_selector, &pod_labels)?
+            {
+                return Ok(Some(w.name.clone()));
+            }
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -286,6 +402,7 @@ mod tests {
         );
         let ns = NamespaceInfo {
             name: "demo".into(),
+            labels: [("istio-injection".to_string(), "enabled".to_string())].into(),
             ..Default::default()
         };
         let (text, ok) = explain_text(&p, &ns, &InjectorConfig::default(), false);
@@ -307,6 +424,7 @@ mod tests {
         );
         let ns = NamespaceInfo {
             name: "demo".into(),
+            labels: [("istio-injection".to_string(), "enabled".to_string())].into(),
             ..Default::default()
         };
         let (text, ok) = explain_text(&p, &ns, &InjectorConfig::default(), false);
@@ -319,6 +437,41 @@ mod tests {
             text.contains("sidecar.istio.io/proxyCPU=\"lots\""),
             "{text}"
         );
+    }
+
+    #[test]
+    fn explain_follows_the_webhook_selectors() {
+        let plain = pod("metadata: {name: p}\nspec: {containers: [{name: a}]}");
+        let opted_in = pod(
+            "metadata: {name: p, labels: {sidecar.istio.io/inject: 'true'}}\nspec: {containers: [{name: a}]}",
+        );
+        let unlabelled = NamespaceInfo {
+            name: "demo".into(),
+            ..Default::default()
+        };
+        let (text, ok) = explain_text(&plain, &unlabelled, &InjectorConfig::default(), false);
+        assert!(ok);
+        assert!(
+            text.contains("result: skip (reason: not-selected)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("no webhook of skjold-sidecar-injector selects namespace demo"),
+            "{text}"
+        );
+        let (text, _) = explain_text(&opted_in, &unlabelled, &InjectorConfig::default(), false);
+        assert!(
+            text.contains("webhook object.sidecar-injector.istio.io"),
+            "{text}"
+        );
+        assert!(text.contains("result: inject"), "{text}");
+        let system = NamespaceInfo {
+            name: "kube-system".into(),
+            labels: [("istio-injection".to_string(), "enabled".to_string())].into(),
+            ..Default::default()
+        };
+        let (text, _) = explain_text(&plain, &system, &InjectorConfig::default(), false);
+        assert!(text.contains("reason: not-selected"), "{text}");
     }
 
     #[test]

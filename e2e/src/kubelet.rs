@@ -666,7 +666,9 @@ async fn ensure_node(client: &Client) -> Result<()> {
     let status = serde_json::json!({
         "apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE_NAME},
         "status": {
-            "addresses": [{"type": "InternalIP", "address": POD_IP}, {"type": "Hostname", "address": NODE_NAME}],
+            // InternalIP only: a Hostname address would make the API server look the node up in
+            // DNS (kubelet-preferred-address-types) for port-forward/exec/logs.
+            "addresses": [{"type": "InternalIP", "address": POD_IP}],
             "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "skjold e2e kubelet stand-in", "lastHeartbeatTime": now, "lastTransitionTime": now}],
             "capacity": {"cpu": "2", "memory": "24Gi", "pods": "110"},
             "allocatable": {"cpu": "2", "memory": "24Gi", "pods": "110"},

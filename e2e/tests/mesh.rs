@@ -711,3 +711,54 @@ async fn guides_documents_apply_and_reach_istiod() -> Result<()> {
     );
     Ok(())
 }
+
+/// Istio's own `istioctl x check-inject` reads Skjold's webhook configuration and agrees, pod by
+/// pod, with `skjoldctl explain` and with what the API server actually stored.
+#[tokio::test]
+async fn istioctl_check_inject_agrees_with_skjoldctl_explain() -> Result<()> {
+    let (mesh, _istiod) = mesh()?;
+    let cluster = mesh.cluster();
+    let client = cluster.client().await?;
+    let on = create_namespace(&client, "checkinj", &[("istio-injection", "enabled")]).await?;
+    let off = create_namespace(&client, "checkinj", &[]).await?;
+    let result = async {
+        let cases = [
+            (&on, "plain", vec![], true),
+            (&on, "opted-out", vec![("sidecar.istio.io/inject", "false")], false),
+            (&off, "opted-in", vec![("sidecar.istio.io/inject", "true")], true),
+            (&off, "plain", vec![], false),
+        ];
+        for (ns, name, labels, want) in cases {
+            let p = pod(name, &labels, &[]);
+            let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+            let stored = pods.create(&Default::default(), &p).await?;
+            ensure!(is_injected(&stored) == want, "{ns}/{name}: injected={} want {want}", is_injected(&stored));
+            let out = istioctl(cluster, &["x", "check-inject", "-n", ns, name])?;
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            let row = text
+                .lines()
+                .find(|l| l.starts_with("skjold-sidecar-injector"))
+                .with_context(|| format!("{ns}/{name}: istioctl x check-inject printed {text}{}", String::from_utf8_lossy(&out.stderr)))?;
+            let istioctl_says = row.contains('✔');
+            let file = mesh.cluster().dir().join(format!("check-inject-{ns}-{name}.yaml"));
+            std::fs::write(&file, serde_yaml_ng::to_string(&p)?)?;
+            let mut cmd = std::process::Command::new(skjold_e2e::workspace_bin("skjoldctl"));
+            cmd.arg("explain").arg("-f").arg(&file).args(["--namespace", ns]);
+            if *ns == on {
+                cmd.args(["--namespace-labels", "istio-injection=enabled"]);
+            }
+            let explain = String::from_utf8_lossy(&cmd.output()?.stdout).to_string();
+            let skjold_says = explain.contains("result: inject");
+            ensure!(
+                istioctl_says == want && skjold_says == want,
+                "{ns}/{name}: stored injected={want}, istioctl check-inject: {row:?}, skjoldctl explain: {explain}"
+            );
+            println!("{ns}/{name}: injected={want}; istioctl: {}", row.split_whitespace().skip(3).collect::<Vec<_>>().join(" "));
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    delete_namespace(&client, &on).await;
+    delete_namespace(&client, &off).await;
+    result
+}
