@@ -6,7 +6,8 @@
 #  4. API server's own view of the webhook's latency over 1,000 real pod creations
 #  5. webhook chaos: two instances, round-robin, certificate rotation + SIGTERM under load
 #     (CHAOS_SECONDS, default 60; fails on any failed request)
-# Set BENCH_ONLY=webhook|wrk|operator|apiserver|chaos to run one part.
+#  6. mesh: kubectl patch meshconfig -> the changed config in istiod's xDS push to a sidecar
+# Set BENCH_ONLY=webhook|wrk|operator|apiserver|chaos|mesh to run one part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 only=${BENCH_ONLY:-all}
@@ -33,4 +34,10 @@ fi
 if run chaos; then
   echo "=== 5. skjold-webhook chaos: 2 instances, cert rotation and SIGTERM under load, zero failed requests"
   cargo bench -q -p skjold-webhook --bench chaos_load
+fi
+if run mesh; then
+  echo "=== 6. MeshConfig edit -> changed xDS from istiod (20 edits, release operator)"
+  cargo build -q --release -p skjold-operator -p skjold-webhook --bins
+  SKJOLD_OPERATOR_BIN=$PWD/target/release/skjold-operator SKJOLD_WEBHOOK_BIN=$PWD/target/release/skjold-webhook \
+    cargo test -q -p skjold-e2e --test mesh -- --ignored --nocapture --test-threads=1 bench_
 fi

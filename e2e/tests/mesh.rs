@@ -762,3 +762,54 @@ async fn istioctl_check_inject_agrees_with_skjoldctl_explain() -> Result<()> {
     delete_namespace(&client, &off).await;
     result
 }
+
+/// Benchmark (`make bench`): 20 `kubectl patch meshconfig` edits alternating the outbound policy;
+/// for each, the time until istiod's push to the sidecar carries the new policy. Prints p50/p99.
+#[tokio::test]
+#[ignore = "benchmark: 20 MeshConfig edits; run explicitly"]
+async fn bench_meshconfig_edit_to_xds() -> Result<()> {
+    let (mesh, _istiod) = mesh()?;
+    let cluster = mesh.cluster();
+    let client = cluster.client().await?;
+    let ns = create_namespace(&client, "bench", &[("istio-injection", "enabled")]).await?;
+    let result = async {
+        let pod = injected_pod(cluster, &ns, "web", &[("app", "web")], "10.244.9.10").await?;
+        let mut probe = XdsProbe::start(cluster, &pod)?;
+        probe
+            .wait("the first configuration", Duration::from_secs(60), |s| {
+                if outbound(s) == "BlackHoleCluster" { Ok(()) } else { Err(outbound(s)) }
+            })
+            .await?;
+        let mut took = Vec::new();
+        for i in 0..20 {
+            let (mode, cluster_name) =
+                if i % 2 == 0 { ("ALLOW_ANY", "PassthroughCluster") } else { ("REGISTRY_ONLY", "BlackHoleCluster") };
+            let start = std::time::Instant::now();
+            cluster.kubectl_ok(
+                &["patch", "meshconfig", "default", "-n", CONTROL_PLANE_NS, "--type=merge", "-p",
+                  &format!(r#"{{"spec":{{"meshConfig":{{"outboundTrafficPolicy":{{"mode":"{mode}"}}}}}}}}"#)],
+                None,
+            )?;
+            probe
+                .wait(&format!("edit {i}: {mode}"), Duration::from_secs(10), |s| {
+                    if outbound(s) == cluster_name { Ok(()) } else { Err(outbound(s)) }
+                })
+                .await?;
+            took.push(start.elapsed());
+        }
+        took.sort();
+        let q = |p: f64| took[((took.len() as f64 * p).ceil() as usize).saturating_sub(1).min(took.len() - 1)];
+        println!(
+            "MeshConfig edit -> changed xDS at the sidecar ({} edits, kubectl patch to istiod's push received): p50 {} ms, p99 {} ms, max {} ms (goal p99 < 2000 ms)",
+            took.len(),
+            q(0.50).as_millis(),
+            q(0.99).as_millis(),
+            took.last().map_or(0, |d| d.as_millis())
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    mesh.restore_default_meshconfig()?;
+    delete_namespace(&client, &ns).await;
+    result
+}
