@@ -60,12 +60,10 @@ pub(crate) fn mesh(input: &Input<'_>) -> Result<ManagedObject, RenderError> {
 pub(crate) fn injector_config(input: &Input<'_>) -> Result<InjectorConfig, RenderError> {
     let spec = input.spec;
     let ns = input.ctx.namespace.as_str();
+    // `holdApplicationUntilProxyStarts` is decided per pod by the injector
+    // (`skjold_webhook::inject::settings::hold_application_until_proxy_starts`), from both the
+    // install-wide setting and the ProxyConfig (`defaultConfig` + annotation): both pass through.
     let default_config = spec.mesh_config.default_config.clone();
-    // ProxyConfig's own holdApplicationUntilProxyStarts means the same as the proxy setting.
-    let hold_from_proxy_config = default_config
-        .get("holdApplicationUntilProxyStarts")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
     let cfg = InjectorConfig {
         revision: input.rev.to_string(),
         policy: spec.injection.policy,
@@ -75,8 +73,7 @@ pub(crate) fn injector_config(input: &Input<'_>) -> Result<InjectorConfig, Rende
         proxy: ProxySettings {
             image: input.eff.proxy_image.clone(),
             resources: input.eff.proxy_resources.clone(),
-            hold_application_until_proxy_starts: spec.proxy.hold_application_until_proxy_starts
-                || hold_from_proxy_config,
+            hold_application_until_proxy_starts: spec.proxy.hold_application_until_proxy_starts,
             native_sidecar: spec.proxy.native_sidecar,
             ..ProxySettings::default()
         },
@@ -170,7 +167,12 @@ mod tests {
         assert_eq!(cfg.revision, "canary");
         assert_eq!(cfg.policy, InjectionPolicy::Disabled);
         assert!(cfg.proxy.native_sidecar);
-        assert!(cfg.proxy.hold_application_until_proxy_starts);
+        // Passed through as given; the injector decides per pod (one rule, see injector_config).
+        assert!(!cfg.proxy.hold_application_until_proxy_starts);
+        assert_eq!(
+            cfg.mesh.default_config["holdApplicationUntilProxyStarts"],
+            true
+        );
         assert_eq!(cfg.proxy.resources.requests.cpu, "10m");
         assert_eq!(
             cfg.mesh.discovery_address,

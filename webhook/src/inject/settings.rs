@@ -250,10 +250,10 @@ pub fn resolve<'a>(
     if let Some(overlay) = r.get(keys::PROXY_CONFIG, parse::parse_proxy_config) {
         merge_json(&mut proxy_config, overlay);
     }
-    let hold_application = proxy_config
-        .get("holdApplicationUntilProxyStarts")
-        .and_then(serde_json::Value::as_bool)
-        .unwrap_or(proxy.hold_application_until_proxy_starts);
+    let hold_application = hold_application_until_proxy_starts(
+        &proxy_config,
+        proxy.hold_application_until_proxy_starts,
+    );
     let concurrency = proxy_config
         .get("concurrency")
         .and_then(serde_json::Value::as_i64);
@@ -425,4 +425,41 @@ fn named_map<T: serde::de::DeserializeOwned>(
         out.insert(name, parsed);
     }
     Ok(out)
+}
+
+/// The one rule for `holdApplicationUntilProxyStarts`, as Istio applies it: the pod's effective
+/// ProxyConfig (mesh `defaultConfig` overlaid by `proxy.istio.io/config`) **or** the install-wide
+/// proxy setting (`values.global.proxy`, Skjold's `spec.proxy`). A ProxyConfig `false` does not
+/// turn off an install-wide `true` (Istio's `hello-probes-noProxyHoldApplication-ProxyConfig` case).
+pub fn hold_application_until_proxy_starts(
+    proxy_config: &serde_json::Map<String, serde_json::Value>,
+    install_wide: bool,
+) -> bool {
+    install_wide
+        || proxy_config
+            .get("holdApplicationUntilProxyStarts")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod hold_tests {
+    use super::hold_application_until_proxy_starts as hold;
+
+    #[test]
+    fn install_wide_or_proxy_config_as_istio() {
+        let pc = |v: Option<bool>| {
+            let mut m = serde_json::Map::new();
+            if let Some(v) = v {
+                m.insert("holdApplicationUntilProxyStarts".into(), v.into());
+            }
+            m
+        };
+        assert!(!hold(&pc(None), false));
+        assert!(hold(&pc(None), true));
+        assert!(hold(&pc(Some(true)), false));
+        // A ProxyConfig `false` does not undo the install-wide setting (Istio ORs them).
+        assert!(hold(&pc(Some(false)), true));
+        assert!(!hold(&pc(Some(false)), false));
+    }
 }
