@@ -295,12 +295,21 @@ async fn check_namespaces_and_pods(client: &Client, ns: &str) -> Vec<CheckResult
             ];
         }
     };
-    let mut out = vec![rules::namespace_labels(&namespaces)];
+    // The label the default revision injects by, as its MeshConfig says.
+    let gvk = GroupVersionKind::gvk("skjold.io", rules::CRD_VERSION, "MeshConfig");
+    let ar = ApiResource::from_gvk_with_plural(&gvk, "meshconfigs");
+    let meshconfigs = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let label = rules::injection_label(&meshconfigs);
+    let mut out = vec![rules::namespace_labels(&namespaces, &label)];
 
     let mut pods = Vec::new();
     for n in namespaces
         .iter()
-        .filter(|n| rules::injected_revision(n, ns).is_some())
+        .filter(|n| rules::injected_revision(n, ns, &label).is_some())
     {
         let Some(name) = n.metadata.name.as_deref() else {
             continue;
@@ -323,7 +332,7 @@ async fn check_namespaces_and_pods(client: &Client, ns: &str) -> Vec<CheckResult
             return out;
         }
     };
-    out.push(rules::data_plane(&namespaces, &pods, &hashes, ns));
+    out.push(rules::data_plane(&namespaces, &pods, &hashes, ns, &label));
     out
 }
 

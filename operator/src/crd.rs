@@ -190,7 +190,7 @@ pub struct QuantityPair {
 }
 
 /// Mesh-wide settings rendered into ConfigMap `istio` key `mesh` (istiod applies them live).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MeshSettingsSpec {
     /// Envoy access log path; `""` disables access logging; unset takes the profile's value.
@@ -205,10 +205,33 @@ pub struct MeshSettingsSpec {
     pub outbound_traffic_policy: OutboundTrafficPolicy,
     #[serde(default)]
     pub enable_tracing: bool,
+    /// SPIFFE trust domain of the mesh's workload identities (`meshConfig.trustDomain`): the mesh
+    /// ConfigMap, every injected sidecar's `TRUST_DOMAIN`/`ISTIO_META_MESH_ID`, and the gateways.
+    #[serde(default = "default_trust_domain")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9]([-a-zA-Z0-9.]*[a-zA-Z0-9])?$')").message("trustDomain must be a DNS-like name such as cluster.local"))]
+    pub trust_domain: String,
     /// ProxyConfig defaults (applied at injection: pods must restart to pick them up).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     #[schemars(schema_with = "preserve_unknown_object")]
     pub default_config: serde_json::Map<String, serde_json::Value>,
+}
+
+fn default_trust_domain() -> String {
+    "cluster.local".into()
+}
+
+impl Default for MeshSettingsSpec {
+    fn default() -> Self {
+        MeshSettingsSpec {
+            access_log_file: None,
+            access_log_encoding: AccessLogEncoding::default(),
+            access_log_format: String::new(),
+            outbound_traffic_policy: OutboundTrafficPolicy::default(),
+            enable_tracing: false,
+            trust_domain: default_trust_domain(),
+            default_config: serde_json::Map::new(),
+        }
+    }
 }
 
 /// `meshConfig.accessLogEncoding`.

@@ -19,6 +19,8 @@ pub const OPERATOR: &str = "skjold-operator";
 pub const WEBHOOK: &str = "skjold-webhook";
 pub const MWC_PREFIX: &str = "skjold-sidecar-injector";
 pub const PROXY_CONTAINER: &str = "istio-proxy";
+/// The default namespace injection label (`spec.injection.namespaceLabel` of the MeshConfig may
+/// name another; the checks use the MeshConfig's, see [`injection_label`]).
 pub const INJECTION_LABEL: &str = "istio-injection";
 pub const REV_LABEL: &str = "istio.io/rev";
 pub const INJECT_OVERRIDE: &str = "sidecar.istio.io/inject";
@@ -486,46 +488,68 @@ fn label<'a>(ns: &'a Namespace, key: &str) -> Option<&'a str> {
     ns.metadata.labels.as_ref()?.get(key).map(String::as_str)
 }
 
-pub fn namespace_labels(namespaces: &[Namespace]) -> CheckResult {
+pub fn namespace_labels(namespaces: &[Namespace], injection_label: &str) -> CheckResult {
     const ID: &str = "namespace-labels";
     let both: Vec<String> = namespaces
         .iter()
-        .filter(|n| label(n, INJECTION_LABEL).is_some() && label(n, REV_LABEL).is_some())
+        .filter(|n| label(n, injection_label).is_some() && label(n, REV_LABEL).is_some())
         .filter_map(|n| n.metadata.name.clone())
         .collect();
     if both.is_empty() {
         return CheckResult::pass(
             ID,
-            format!("no namespace carries both {INJECTION_LABEL} and {REV_LABEL}"),
+            format!("no namespace carries both {injection_label} and {REV_LABEL}"),
         );
     }
     CheckResult::warn(
         ID,
         format!(
-            "{} namespace(s) carry both {INJECTION_LABEL} and {REV_LABEL} ({}): {INJECTION_LABEL} wins",
+            "{} namespace(s) carry both {injection_label} and {REV_LABEL} ({}): {injection_label} wins",
             both.len(),
             both.join(", ")
         ),
         format!(
-            "keep one: kubectl label namespace {} {INJECTION_LABEL}-  (or {REV_LABEL}-)",
+            "keep one: kubectl label namespace {} {injection_label}-  (or {REV_LABEL}-)",
             both[0]
         ),
     )
 }
 
-/// The revision whose webhook injects a namespace, as Istio decides: `istio-injection=enabled` means the
-/// default revision and beats `istio.io/rev`; any other `istio-injection` value disables injection.
-pub fn injected_revision(ns: &Namespace, control_plane_ns: &str) -> Option<String> {
+/// The revision whose webhook injects a namespace, as Istio decides: `<injection_label>=enabled`
+/// (`istio-injection` by default) means the default revision and beats `istio.io/rev`; any other
+/// value of it disables injection.
+pub fn injected_revision(
+    ns: &Namespace,
+    control_plane_ns: &str,
+    injection_label: &str,
+) -> Option<String> {
     let name = ns.metadata.name.as_deref()?;
     if SYSTEM_NAMESPACES.contains(&name) || name == control_plane_ns {
         return None;
     }
-    match (label(ns, INJECTION_LABEL), label(ns, REV_LABEL)) {
+    match (label(ns, injection_label), label(ns, REV_LABEL)) {
         (Some("enabled"), _) => Some(DEFAULT_REVISION.to_string()),
         (Some(_), _) => None,
         (None, Some(rev)) => Some(rev.to_string()),
         (None, None) => None,
     }
+}
+
+/// The namespace label the default revision's MeshConfig injects by
+/// (`spec.injection.namespaceLabel`), or [`INJECTION_LABEL`].
+pub fn injection_label(meshconfigs: &[kube::api::DynamicObject]) -> String {
+    meshconfigs
+        .iter()
+        .find(|mc| {
+            mc.data
+                .pointer("/spec/revision")
+                .and_then(serde_json::Value::as_str)
+                .is_none_or(str::is_empty)
+        })
+        .and_then(|mc| mc.data.pointer("/spec/injection/namespaceLabel")?.as_str())
+        .filter(|l| !l.is_empty())
+        .unwrap_or(INJECTION_LABEL)
+        .to_string()
 }
 
 fn opted_out(pod: &Pod) -> bool {
@@ -554,6 +578,7 @@ pub fn data_plane(
     pods: &[Pod],
     hashes: &BTreeMap<String, String>,
     control_plane_ns: &str,
+    injection_label: &str,
 ) -> CheckResult {
     const ID: &str = "data-plane";
     let injected: BTreeMap<String, String> = namespaces
@@ -561,7 +586,7 @@ pub fn data_plane(
         .filter_map(|n| {
             Some((
                 n.metadata.name.clone()?,
-                injected_revision(n, control_plane_ns)?,
+                injected_revision(n, control_plane_ns, injection_label)?,
             ))
         })
         .collect();

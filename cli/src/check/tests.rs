@@ -356,10 +356,10 @@ fn namespaces_with_both_labels_warn() {
     );
     let one = ns("web", json!({"istio.io/rev": "canary"}));
     assert_eq!(
-        rules::namespace_labels(std::slice::from_ref(&one)).status,
+        rules::namespace_labels(std::slice::from_ref(&one), rules::INJECTION_LABEL).status,
         Status::Pass
     );
-    let w = rules::namespace_labels(&[both, one]);
+    let w = rules::namespace_labels(&[both, one], rules::INJECTION_LABEL);
     assert_eq!(w.status, Status::Warn);
     assert!(
         w.message.contains("(shop)") && w.message.contains("istio-injection wins"),
@@ -376,7 +376,7 @@ fn namespaces_with_both_labels_warn() {
 #[test]
 fn injected_revision_follows_istio_precedence() {
     let cp = "istio-system";
-    let rev = |labels| rules::injected_revision(&ns("app", labels), cp);
+    let rev = |labels| rules::injected_revision(&ns("app", labels), cp, rules::INJECTION_LABEL);
     assert_eq!(
         rev(json!({"istio-injection": "enabled"})).as_deref(),
         Some("default")
@@ -397,12 +397,17 @@ fn injected_revision_follows_istio_precedence() {
     assert_eq!(
         rules::injected_revision(
             &ns("kube-system", json!({"istio-injection": "enabled"})),
-            cp
+            cp,
+            rules::INJECTION_LABEL
         ),
         None
     );
     assert_eq!(
-        rules::injected_revision(&ns(cp, json!({"istio-injection": "enabled"})), cp),
+        rules::injected_revision(
+            &ns(cp, json!({"istio-injection": "enabled"})),
+            cp,
+            rules::INJECTION_LABEL
+        ),
         None
     );
 }
@@ -466,7 +471,13 @@ fn data_plane_counts_missing_and_stale_pods() {
         ),
         pod("shop", "istiod-injected", true, None, json!({})),
     ];
-    let pass = rules::data_plane(&namespaces, &good, &hashes, "istio-system");
+    let pass = rules::data_plane(
+        &namespaces,
+        &good,
+        &hashes,
+        "istio-system",
+        rules::INJECTION_LABEL,
+    );
     assert_eq!(pass.status, Status::Pass, "{}", pass.message);
     assert!(
         pass.message
@@ -485,7 +496,13 @@ fn data_plane_counts_missing_and_stale_pods() {
         Some("h1"),
         json!({"metadata": {"labels": {"istio.io/rev": "default"}}}),
     ));
-    let warn = rules::data_plane(&namespaces, &bad, &hashes, "istio-system");
+    let warn = rules::data_plane(
+        &namespaces,
+        &bad,
+        &hashes,
+        "istio-system",
+        rules::INJECTION_LABEL,
+    );
     assert_eq!(warn.status, Status::Warn);
     assert!(
         warn.message
@@ -559,5 +576,27 @@ fn in_cluster_reachability() {
         down.hint
             .unwrap()
             .contains("kubernetes.io/service-name=svc")
+    );
+}
+
+#[test]
+fn checks_follow_the_meshconfigs_namespace_label() {
+    let mc: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "skjold.io/v1alpha1", "kind": "MeshConfig",
+        "metadata": {"name": "default", "namespace": "istio-system"},
+        "spec": {"injection": {"namespaceLabel": "mesh.example.com/inject"}},
+    }))
+    .unwrap();
+    let label = rules::injection_label(std::slice::from_ref(&mc));
+    assert_eq!(label, "mesh.example.com/inject");
+    assert_eq!(rules::injection_label(&[]), rules::INJECTION_LABEL);
+    let custom = ns("app", json!({"mesh.example.com/inject": "enabled"}));
+    assert_eq!(
+        rules::injected_revision(&custom, "istio-system", &label).as_deref(),
+        Some("default")
+    );
+    assert_eq!(
+        rules::injected_revision(&custom, "istio-system", rules::INJECTION_LABEL),
+        None
     );
 }

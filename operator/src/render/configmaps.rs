@@ -36,7 +36,7 @@ pub(crate) fn mesh_yaml(input: &Input<'_>) -> Result<String, RenderError> {
         "enableTracing": mc.enable_tracing,
         "enablePrometheusMerge": true,
         "rootNamespace": ns,
-        "trustDomain": "cluster.local",
+        "trustDomain": mc.trust_domain,
         "defaultConfig": Value::Object(default_config),
     });
     serde_yaml_ng::to_string(&mesh).map_err(|source| RenderError::Serialize {
@@ -80,6 +80,7 @@ pub(crate) fn injector_config(input: &Input<'_>) -> Result<InjectorConfig, Rende
         mesh: MeshSettings {
             control_plane_namespace: ns.to_string(),
             discovery_address: names::discovery_address(input.rev, ns),
+            trust_domain: spec.mesh_config.trust_domain.clone(),
             default_config,
             ..MeshSettings::default()
         },
@@ -151,6 +152,22 @@ mod tests {
         let mesh: serde_json::Value =
             serde_yaml_ng::from_str(&config_map(&mc, "istio", "mesh")).unwrap();
         assert_eq!(mesh["defaultConfig"]["discoveryAddress"], "ext:15012");
+    }
+
+    #[test]
+    fn trust_domain_reaches_mesh_config_injector_and_gateways() {
+        let mut mc = meshconfig(Profile::Default, "");
+        mc.spec.mesh_config.trust_domain = "prod.example.org".into();
+        let r = super::super::render(&mc, &super::super::tests::ctx()).unwrap();
+        let yaml = r.to_yaml().unwrap();
+        let mesh = config_map(&mc, "istio", "mesh");
+        assert!(mesh.contains("trustDomain: prod.example.org"), "{mesh}");
+        let injector =
+            InjectorConfig::from_yaml(&config_map(&mc, "skjold-injector", "config")).unwrap();
+        assert_eq!(injector.mesh.trust_domain, "prod.example.org");
+        // The ingress gateway's TRUST_DOMAIN and MESH_ID.
+        assert_eq!(yaml.matches("value: prod.example.org").count(), 2, "{yaml}");
+        assert!(!yaml.contains("trustDomain: cluster.local"));
     }
 
     #[test]
