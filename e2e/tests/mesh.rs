@@ -125,7 +125,9 @@ async fn istiod_runs_from_the_rendered_deployment() -> Result<()> {
                     .map(|s| s.components.clone())
                     .unwrap_or_default();
                 match comps.get("istiod") {
-                    Some(c) if c.state == "Available" => Poll::Ready(()),
+                    Some(c) if c.state == skjold_operator::crd::ComponentState::Available => {
+                        Poll::Ready(())
+                    }
                     other => Poll::Pending(format!("istiod component: {other:?}")),
                 }
             }

@@ -296,14 +296,14 @@ async fn creates_every_object_with_status_events_and_metrics() -> Result<()> {
     ensure!(
         st.components
             .get("egressGateway")
-            .is_some_and(|c| c.state == "Progressing"),
+            .is_some_and(|c| c.state == skjold_operator::crd::ComponentState::Progressing),
         "{:?}",
         st.components
     );
     ensure!(
         st.components
             .get("injector")
-            .is_some_and(|c| c.state == "Applied"),
+            .is_some_and(|c| c.state == skjold_operator::crd::ComponentState::Applied),
         "{:?}",
         st.components
     );

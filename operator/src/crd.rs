@@ -336,12 +336,40 @@ pub struct MeshConfigStatus {
     pub webhook_certificate_not_after: Option<String>,
 }
 
+/// State of one component: `Applied` (written, nothing to wait for), `Available` (its Deployment is
+/// available), `Progressing` (its Deployment is not yet), `Disabled`, `Failed` (see `message`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum ComponentState {
+    /// Every object written; nothing to wait for (no Deployment).
+    #[default]
+    Applied,
+    /// Written, and its Deployment has the replicas it needs available.
+    Available,
+    /// Written; its Deployment is not available yet.
+    Progressing,
+    /// Switched off by the profile or `spec.components`.
+    Disabled,
+    /// An object could not be written; the message says which and why.
+    Failed,
+}
+
+impl ComponentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComponentState::Applied => "Applied",
+            ComponentState::Available => "Available",
+            ComponentState::Progressing => "Progressing",
+            ComponentState::Disabled => "Disabled",
+            ComponentState::Failed => "Failed",
+        }
+    }
+}
+
 /// State of one rendered component.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ComponentStatus {
-    /// `Applied`, `Available`, `Progressing`, `Disabled` or `Failed`.
-    pub state: String,
+    pub state: ComponentState,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
 }

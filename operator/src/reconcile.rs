@@ -1,7 +1,6 @@
 //! The controller: watches MeshConfigs and every object they render (drift is repaired within
 //! seconds), renders, server-side applies, prunes, and reports status and Events.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -26,13 +25,13 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::apply::{self, ApplyError, Change};
 use crate::certs::{self, CertTarget, CertsError};
-use crate::crd::{ComponentStatus, FINALIZER, MeshConfig};
+use crate::crd::{FINALIZER, MeshConfig};
 use crate::metrics::{ChangeLabels, ErrorLabels, Metrics, ResultLabels};
 use crate::render::names::{
     FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, MESHCONFIG_LABEL, MESHCONFIG_NAMESPACE_LABEL,
 };
 use crate::render::{self, ManagedObject, RenderContext, WebhookTarget};
-use crate::status::{self, Outcome, state};
+use crate::status::{self, Outcome};
 
 /// How often a healthy MeshConfig is re-checked even without events.
 const RESYNC: Duration = Duration::from_secs(300);
@@ -217,191 +216,38 @@ async fn publish(
     }
 }
 
+/// One reconciliation of a live MeshConfig: conflict -> certificates -> render -> apply ->
+/// prune -> status. Each phase is a function below; this one only sequences them.
 async fn apply_meshconfig(mc: &MeshConfig, ctx: &Context) -> Result<Action, ReconcileError> {
     let name = mc
         .metadata
         .name
         .clone()
         .ok_or(ReconcileError::MissingMetadata("name"))?;
-    let ns = ctx.settings.namespace.clone();
     let revision = mc.spec.revision_name().to_string();
-
-    // Two MeshConfigs claiming one revision would overwrite each other's objects: the younger
-    // one is refused in status instead.
     let t0 = std::time::Instant::now();
-    let all: Vec<Arc<MeshConfig>> = match ctx.store.get() {
-        // The controller's cache already holds every MeshConfig of the namespace.
-        Some(store) => store.state(),
-        None => {
-            let api: Api<MeshConfig> = Api::namespaced(ctx.client.clone(), &ns);
-            let list =
-                api.list(&ListParams::default())
-                    .await
-                    .map_err(|source| ReconcileError::List {
-                        namespace: ns.clone(),
-                        source,
-                    })?;
-            list.items.into_iter().map(Arc::new).collect()
-        }
-    };
-    if let Some(winner) = status::revision_conflict(mc, &all) {
-        let msg = format!(
-            "revision {revision:?} is already managed by MeshConfig {ns}/{winner}; nothing applied"
-        );
-        publish(
-            ctx,
-            mc,
-            EventType::Warning,
-            "RevisionConflict",
-            "Reconcile",
-            msg.clone(),
-        )
-        .await;
-        let outcome = Outcome {
-            revision,
-            blocked: Some(("RevisionConflict".into(), msg)),
-            ..Default::default()
-        };
+
+    if let Some(msg) = revision_conflict(mc, ctx).await? {
+        let outcome = Outcome::blocked(revision, "RevisionConflict", msg);
         write_status(ctx, mc, &name, &outcome).await?;
         return Ok(Action::requeue(Duration::from_secs(30)));
     }
-
-    // Certificates: issued here, or (cert-manager mode) left to cert-manager and its cainjector.
-    let (ca_bundle, ca_injection_from, next_check, not_after) = match &ctx.settings.cert {
-        CertSource::CertManager { certificate } => {
-            (String::new(), Some(certificate.clone()), None, None)
-        }
-        CertSource::Issue(target) => {
-            let plan = {
-                let _guard = ctx.cert_lock.lock().await;
-                certs::ensure(&ctx.client, target).await?
-            };
-            if plan.changed() {
-                let note = format!("webhook certificates updated: {}", plan.reasons.join("; "));
-                info!(%note);
-                publish(
-                    ctx,
-                    mc,
-                    EventType::Normal,
-                    "CertificatesUpdated",
-                    "Rotate",
-                    note,
-                )
-                .await;
-            }
-            let not_after = Timestamp::try_from(plan.serving_not_after).ok();
-            if let Some(t) = not_after {
-                ctx.metrics.cert_expiry.set(t.as_second());
-            }
-            (plan.bundle, None, Some(plan.next_check), not_after)
-        }
-    };
-
-    let render_ctx = RenderContext {
-        namespace: ns.clone(),
-        webhook: ctx.settings.webhook.clone(),
-        ca_bundle,
-        ca_injection_from,
-        istiod_validation_url: ctx.settings.istiod_validation_url.clone(),
-    };
-    let rendered = match render::render(mc, &render_ctx) {
+    let certs = certificates(mc, ctx).await?;
+    let rendered = match render_objects(mc, ctx, &certs).await {
         Ok(r) => r,
-        Err(e) => {
+        Err(msg) => {
             // A spec the API server accepted but we cannot render: the user must fix it, so
             // report it and wait for the next change rather than retrying hot.
-            let msg = e.to_string();
-            publish(
-                ctx,
-                mc,
-                EventType::Warning,
-                "InvalidSpec",
-                "Render",
-                msg.clone(),
-            )
-            .await;
-            let outcome = Outcome {
-                revision,
-                blocked: Some(("InvalidSpec".into(), msg)),
-                ..Default::default()
-            };
+            let outcome = Outcome::blocked(revision, "InvalidSpec", msg);
             write_status(ctx, mc, &name, &outcome).await?;
             return Ok(Action::requeue(RESYNC));
         }
     };
-
     let t_certs = t0.elapsed();
-    let results = futures::future::join_all(
-        rendered
-            .objects
-            .iter()
-            .map(|(comp, obj)| async move { (*comp, obj, apply::apply(&ctx.client, obj).await) }),
-    )
-    .await;
-
-    let mut components: BTreeMap<String, ComponentStatus> = rendered
-        .components
-        .iter()
-        .map(|(c, enabled)| {
-            let state = if *enabled {
-                state::APPLIED
-            } else {
-                state::DISABLED
-            };
-            (
-                (*c).to_string(),
-                ComponentStatus {
-                    state: state.to_string(),
-                    message: String::new(),
-                },
-            )
-        })
-        .collect();
-    let mut failures = Vec::new();
-    for (comp, obj, result) in results {
-        let entry = components.entry(comp.to_string()).or_default();
-        match result {
-            Ok((change, applied)) => {
-                if change != Change::Unchanged {
-                    record_change(ctx, mc, obj, change).await;
-                }
-                if let ManagedObject::Deployment(_) = obj
-                    && entry.state != state::FAILED
-                {
-                    let (available, msg) = apply::deployment_available(&applied);
-                    if !available {
-                        entry.state = state::PROGRESSING.into();
-                        entry.message = format!("{}: {msg}", obj.describe());
-                    } else if entry.state != state::PROGRESSING {
-                        entry.state = state::AVAILABLE.into();
-                        entry.message = msg;
-                    }
-                }
-            }
-            Err(e) => {
-                entry.state = state::FAILED.into();
-                entry.message = e.to_string();
-                publish(
-                    ctx,
-                    mc,
-                    EventType::Warning,
-                    "ApplyFailed",
-                    "Apply",
-                    e.to_string(),
-                )
-                .await;
-                failures.push(e);
-            }
-        }
-    }
-
-    let keep: Vec<(String, String)> = rendered
-        .objects
-        .iter()
-        .map(|(_, o)| (o.kind().to_string(), o.name().to_string()))
-        .collect();
+    let (results, failures) = apply_objects(mc, ctx, &rendered).await;
     let t_apply = t0.elapsed();
-    let prune_result = if failures.is_empty() {
-        apply::prune(&ctx.client, &name, &ns, &keep, false).await
+    let pruned = if failures.is_empty() {
+        prune_stale(ctx, &name, &rendered).await
     } else {
         Ok(Vec::new())
     };
@@ -409,42 +255,19 @@ async fn apply_meshconfig(mc: &MeshConfig, ctx: &Context) -> Result<Action, Reco
     let outcome = Outcome {
         revision,
         access_log_file: rendered.effective.access_log_file.clone(),
-        components,
+        components: status::component_states(&rendered.components, &results),
         blocked: None,
-        certificate_not_after: not_after.map(|t| t.to_string()),
+        certificate_not_after: certs.not_after.map(|t| t.to_string()),
     };
     write_status(ctx, mc, &name, &outcome).await?;
-    let t_status = t0.elapsed();
     debug!(
         certs_ms = t_certs.as_millis() as u64,
         applied_ms = t_apply.as_millis() as u64,
-        done_ms = t_status.as_millis() as u64,
+        done_ms = t0.elapsed().as_millis() as u64,
         "reconcile phases (cumulative)"
     );
 
-    match prune_result {
-        Ok(removed) => {
-            for stale in removed {
-                ctx.metrics
-                    .object_changes
-                    .get_or_create(&ChangeLabels {
-                        kind: "stale",
-                        change: "pruned",
-                    })
-                    .inc();
-                publish(
-                    ctx,
-                    mc,
-                    EventType::Normal,
-                    "Pruned",
-                    "Prune",
-                    format!("deleted {}/{} (no longer rendered)", stale.kind, stale.name),
-                )
-                .await;
-            }
-        }
-        Err(e) => return Err(ReconcileError::Prune(Box::new(e))),
-    }
+    report_pruned(ctx, mc, pruned?).await;
     let total = rendered.objects.len();
     let failed = failures.len();
     if let Some(first) = failures.into_iter().next() {
@@ -455,7 +278,8 @@ async fn apply_meshconfig(mc: &MeshConfig, ctx: &Context) -> Result<Action, Reco
         });
     }
     // Come back when the certificate is due, or at the regular resync, whichever is first.
-    let until_rotation = next_check
+    let until_rotation = certs
+        .next_check
         .map(|t| {
             t.duration_since(SystemTime::now())
                 .unwrap_or(Duration::from_secs(1))
@@ -464,6 +288,220 @@ async fn apply_meshconfig(mc: &MeshConfig, ctx: &Context) -> Result<Action, Reco
     Ok(Action::requeue(
         until_rotation.clamp(Duration::from_secs(1), RESYNC),
     ))
+}
+
+/// Two MeshConfigs claiming one revision would overwrite each other's objects: the younger one
+/// is refused (the message says by whom, and is published as an Event).
+async fn revision_conflict(
+    mc: &MeshConfig,
+    ctx: &Context,
+) -> Result<Option<String>, ReconcileError> {
+    let ns = &ctx.settings.namespace;
+    let all: Vec<Arc<MeshConfig>> = match ctx.store.get() {
+        // The controller's cache already holds every MeshConfig of the namespace.
+        Some(store) => store.state(),
+        None => {
+            let api: Api<MeshConfig> = Api::namespaced(ctx.client.clone(), ns);
+            let list =
+                api.list(&ListParams::default())
+                    .await
+                    .map_err(|source| ReconcileError::List {
+                        namespace: ns.clone(),
+                        source,
+                    })?;
+            list.items.into_iter().map(Arc::new).collect()
+        }
+    };
+    let Some(winner) = status::revision_conflict(mc, &all) else {
+        return Ok(None);
+    };
+    let msg = format!(
+        "revision {:?} is already managed by MeshConfig {ns}/{winner}; nothing applied",
+        mc.spec.revision_name()
+    );
+    publish(
+        ctx,
+        mc,
+        EventType::Warning,
+        "RevisionConflict",
+        "Reconcile",
+        msg.clone(),
+    )
+    .await;
+    Ok(Some(msg))
+}
+
+/// What the certificate phase hands on: the `caBundle` (or cert-manager's injection source) and
+/// when to look again.
+struct CertState {
+    ca_bundle: String,
+    ca_injection_from: Option<String>,
+    next_check: Option<SystemTime>,
+    not_after: Option<Timestamp>,
+}
+
+/// Issues or rotates the webhook's certificates (or, in cert-manager mode, leaves them to it).
+async fn certificates(mc: &MeshConfig, ctx: &Context) -> Result<CertState, ReconcileError> {
+    let target = match &ctx.settings.cert {
+        CertSource::CertManager { certificate } => {
+            return Ok(CertState {
+                ca_bundle: String::new(),
+                ca_injection_from: Some(certificate.clone()),
+                next_check: None,
+                not_after: None,
+            });
+        }
+        CertSource::Issue(target) => target,
+    };
+    let plan = {
+        let _guard = ctx.cert_lock.lock().await;
+        certs::ensure(&ctx.client, target).await?
+    };
+    if plan.changed() {
+        let note = format!("webhook certificates updated: {}", plan.reasons.join("; "));
+        info!(%note);
+        publish(
+            ctx,
+            mc,
+            EventType::Normal,
+            "CertificatesUpdated",
+            "Rotate",
+            note,
+        )
+        .await;
+    }
+    let not_after = Timestamp::try_from(plan.serving_not_after).ok();
+    if let Some(t) = not_after {
+        ctx.metrics.cert_expiry.set(t.as_second());
+    }
+    Ok(CertState {
+        ca_bundle: plan.bundle,
+        ca_injection_from: None,
+        next_check: Some(plan.next_check),
+        not_after,
+    })
+}
+
+/// Renders every object of the MeshConfig; an error is the user's to fix (published as Event).
+async fn render_objects(
+    mc: &MeshConfig,
+    ctx: &Context,
+    certs: &CertState,
+) -> Result<render::Rendered, String> {
+    let render_ctx = RenderContext {
+        namespace: ctx.settings.namespace.clone(),
+        webhook: ctx.settings.webhook.clone(),
+        ca_bundle: certs.ca_bundle.clone(),
+        ca_injection_from: certs.ca_injection_from.clone(),
+        istiod_validation_url: ctx.settings.istiod_validation_url.clone(),
+    };
+    match render::render(mc, &render_ctx) {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            let msg = e.to_string();
+            publish(
+                ctx,
+                mc,
+                EventType::Warning,
+                "InvalidSpec",
+                "Render",
+                msg.clone(),
+            )
+            .await;
+            Err(msg)
+        }
+    }
+}
+
+/// Server-side applies all objects concurrently; records changes and failures as Events and
+/// returns, per object, what status needs to know.
+async fn apply_objects(
+    mc: &MeshConfig,
+    ctx: &Context,
+    rendered: &render::Rendered,
+) -> (Vec<status::ObjectResult>, Vec<ApplyError>) {
+    let results = futures::future::join_all(
+        rendered
+            .objects
+            .iter()
+            .map(|(comp, obj)| async move { (*comp, obj, apply::apply(&ctx.client, obj).await) }),
+    )
+    .await;
+    let mut out = Vec::with_capacity(results.len());
+    let mut failures = Vec::new();
+    for (component, obj, result) in results {
+        let applied = match result {
+            Ok((change, applied)) => {
+                if change != Change::Unchanged {
+                    record_change(ctx, mc, obj, change).await;
+                }
+                match obj {
+                    ManagedObject::Deployment(_) => {
+                        let (available, message) = apply::deployment_available(&applied);
+                        status::Applied::Deployment { available, message }
+                    }
+                    _ => status::Applied::Object,
+                }
+            }
+            Err(e) => {
+                publish(
+                    ctx,
+                    mc,
+                    EventType::Warning,
+                    "ApplyFailed",
+                    "Apply",
+                    e.to_string(),
+                )
+                .await;
+                let applied = status::Applied::Failed(e.to_string());
+                failures.push(e);
+                applied
+            }
+        };
+        out.push(status::ObjectResult {
+            component,
+            object: obj.describe(),
+            applied,
+        });
+    }
+    (out, failures)
+}
+
+/// Deletes objects this MeshConfig rendered before but no longer does.
+async fn prune_stale(
+    ctx: &Context,
+    name: &str,
+    rendered: &render::Rendered,
+) -> Result<Vec<apply::Stale>, ReconcileError> {
+    let keep: Vec<(String, String)> = rendered
+        .objects
+        .iter()
+        .map(|(_, o)| (o.kind().to_string(), o.name().to_string()))
+        .collect();
+    apply::prune(&ctx.client, name, &ctx.settings.namespace, &keep, false)
+        .await
+        .map_err(|e| ReconcileError::Prune(Box::new(e)))
+}
+
+async fn report_pruned(ctx: &Context, mc: &MeshConfig, removed: Vec<apply::Stale>) {
+    for stale in removed {
+        ctx.metrics
+            .object_changes
+            .get_or_create(&ChangeLabels {
+                kind: "stale",
+                change: "pruned",
+            })
+            .inc();
+        publish(
+            ctx,
+            mc,
+            EventType::Normal,
+            "Pruned",
+            "Prune",
+            format!("deleted {}/{} (no longer rendered)", stale.kind, stale.name),
+        )
+        .await;
+    }
 }
 
 async fn record_change(ctx: &Context, mc: &MeshConfig, obj: &ManagedObject, change: Change) {

@@ -6,19 +6,87 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use crate::crd::{ComponentStatus, MeshConfig, MeshConfigStatus};
+use crate::crd::{ComponentState, ComponentStatus, MeshConfig, MeshConfigStatus};
 
 pub const RECONCILED: &str = "Reconciled";
 pub const READY: &str = "Ready";
 pub const DEGRADED: &str = "Degraded";
 
-/// State strings of `status.components[*].state`.
-pub mod state {
-    pub const APPLIED: &str = "Applied";
-    pub const AVAILABLE: &str = "Available";
-    pub const PROGRESSING: &str = "Progressing";
-    pub const DISABLED: &str = "Disabled";
-    pub const FAILED: &str = "Failed";
+/// What applying one rendered object gave.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Applied {
+    /// Written (created, updated or unchanged).
+    Object,
+    /// A Deployment written; `available` and its replica message from its status.
+    Deployment { available: bool, message: String },
+    /// Not written; the error text.
+    Failed(String),
+}
+
+/// One object's apply result, tagged with its component and `Kind/name`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObjectResult {
+    pub component: &'static str,
+    pub object: String,
+    pub applied: Applied,
+}
+
+/// Each component's state from its objects' results: `Failed` if any object failed (first error
+/// wins), else `Progressing` if any Deployment is not available (naming it), else `Available`
+/// if it has a Deployment, else `Applied`; components switched off are `Disabled`.
+pub fn component_states(
+    components: &[(&'static str, bool)],
+    results: &[ObjectResult],
+) -> BTreeMap<String, ComponentStatus> {
+    let mut out: BTreeMap<String, ComponentStatus> = components
+        .iter()
+        .map(|(c, enabled)| {
+            let state = if *enabled {
+                ComponentState::Applied
+            } else {
+                ComponentState::Disabled
+            };
+            (
+                (*c).to_string(),
+                ComponentStatus {
+                    state,
+                    message: String::new(),
+                },
+            )
+        })
+        .collect();
+    for r in results {
+        let entry = out.entry(r.component.to_string()).or_default();
+        match (&r.applied, entry.state) {
+            (_, ComponentState::Failed) => {}
+            (Applied::Failed(e), _) => {
+                entry.state = ComponentState::Failed;
+                entry.message = e.clone();
+            }
+            (
+                Applied::Deployment {
+                    available: false,
+                    message,
+                },
+                _,
+            ) => {
+                entry.state = ComponentState::Progressing;
+                entry.message = format!("{}: {message}", r.object);
+            }
+            (
+                Applied::Deployment {
+                    available: true,
+                    message,
+                },
+                s,
+            ) if s != ComponentState::Progressing => {
+                entry.state = ComponentState::Available;
+                entry.message = message.clone();
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Sets one condition, keeping `lastTransitionTime` when the status did not flip (so a steady
@@ -61,6 +129,17 @@ pub struct Outcome {
     pub certificate_not_after: Option<String>,
 }
 
+impl Outcome {
+    /// Nothing was applied (revision conflict, invalid spec): `reason` and `message` say why.
+    pub fn blocked(revision: String, reason: &str, message: String) -> Outcome {
+        Outcome {
+            revision,
+            blocked: Some((reason.to_string(), message)),
+            ..Default::default()
+        }
+    }
+}
+
 /// Builds the new status from the previous one and this reconciliation's outcome.
 pub fn build(
     previous: Option<&MeshConfigStatus>,
@@ -72,13 +151,13 @@ pub fn build(
     let failed: Vec<&String> = outcome
         .components
         .iter()
-        .filter(|(_, c)| c.state == state::FAILED)
+        .filter(|(_, c)| c.state == ComponentState::Failed)
         .map(|(n, _)| n)
         .collect();
     let progressing: Vec<&String> = outcome
         .components
         .iter()
-        .filter(|(_, c)| c.state == state::PROGRESSING)
+        .filter(|(_, c)| c.state == ComponentState::Progressing)
         .map(|(n, _)| n)
         .collect();
     let list = |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
@@ -227,11 +306,70 @@ mod tests {
     use k8s_openapi::jiff::SignedDuration;
     use std::sync::Arc;
 
-    fn comp(state: &str) -> ComponentStatus {
+    fn comp(state: ComponentState) -> ComponentStatus {
         ComponentStatus {
-            state: state.into(),
+            state,
             message: String::new(),
         }
+    }
+
+    #[test]
+    fn component_states_from_object_results() {
+        let r = |component, object: &str, applied| ObjectResult {
+            component,
+            object: object.into(),
+            applied,
+        };
+        let dep = |available, message: &str| Applied::Deployment {
+            available,
+            message: message.into(),
+        };
+        let states = component_states(
+            &[
+                ("istiod", true),
+                ("ingressGateway", true),
+                ("egressGateway", false),
+                ("webhook", true),
+                ("meshConfig", true),
+            ],
+            &[
+                r("istiod", "ServiceAccount/istiod", Applied::Object),
+                r(
+                    "istiod",
+                    "Deployment/istiod",
+                    dep(true, "1/1 replicas available"),
+                ),
+                r(
+                    "ingressGateway",
+                    "Deployment/istio-ingressgateway",
+                    dep(false, "0/1 replicas available"),
+                ),
+                r(
+                    "webhook",
+                    "MutatingWebhookConfiguration/x",
+                    Applied::Failed("forbidden".into()),
+                ),
+                r("webhook", "Deployment/late", dep(true, "ok")),
+                r("meshConfig", "ConfigMap/istio", Applied::Object),
+            ],
+        );
+        assert_eq!(states["istiod"].state, ComponentState::Available);
+        assert_eq!(states["istiod"].message, "1/1 replicas available");
+        assert_eq!(states["ingressGateway"].state, ComponentState::Progressing);
+        assert_eq!(
+            states["ingressGateway"].message,
+            "Deployment/istio-ingressgateway: 0/1 replicas available"
+        );
+        assert_eq!(states["egressGateway"].state, ComponentState::Disabled);
+        // A failure is not hidden by a later success of the same component.
+        assert_eq!(states["webhook"].state, ComponentState::Failed);
+        assert_eq!(states["webhook"].message, "forbidden");
+        assert_eq!(states["meshConfig"].state, ComponentState::Applied);
+        // The wire format stays the strings users and skjoldctl read.
+        assert_eq!(
+            serde_json::to_value(ComponentState::Progressing).unwrap(),
+            "Progressing"
+        );
     }
 
     fn cond<'a>(s: &'a MeshConfigStatus, t: &str) -> &'a Condition {
@@ -244,8 +382,8 @@ mod tests {
         let outcome = Outcome {
             revision: "default".into(),
             components: BTreeMap::from([
-                ("istiod".into(), comp(state::AVAILABLE)),
-                ("injector".into(), comp(state::APPLIED)),
+                ("istiod".into(), comp(ComponentState::Available)),
+                ("injector".into(), comp(ComponentState::Applied)),
             ]),
             ..Default::default()
         };
@@ -262,7 +400,7 @@ mod tests {
     fn progressing_and_failed_components() {
         let now = Timestamp::now();
         let mut outcome = Outcome {
-            components: BTreeMap::from([("istiod".into(), comp(state::PROGRESSING))]),
+            components: BTreeMap::from([("istiod".into(), comp(ComponentState::Progressing))]),
             ..Default::default()
         };
         let s = build(None, Some(2), &outcome, now);
@@ -271,7 +409,7 @@ mod tests {
         assert_eq!(cond(&s, RECONCILED).status, "True");
         outcome
             .components
-            .insert("webhook".into(), comp(state::FAILED));
+            .insert("webhook".into(), comp(ComponentState::Failed));
         let s = build(Some(&s), Some(2), &outcome, now);
         assert_eq!(cond(&s, DEGRADED).status, "True");
         assert_eq!(cond(&s, RECONCILED).reason, "ApplyFailed");
@@ -282,7 +420,7 @@ mod tests {
     fn blocked_keeps_previous_components() {
         let now = Timestamp::now();
         let ok = Outcome {
-            components: BTreeMap::from([("istiod".into(), comp(state::AVAILABLE))]),
+            components: BTreeMap::from([("istiod".into(), comp(ComponentState::Available))]),
             ..Default::default()
         };
         let s1 = build(None, Some(1), &ok, now);
