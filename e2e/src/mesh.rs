@@ -133,6 +133,24 @@ impl Cluster {
         Ok(())
     }
 
+    /// `kubectl patch meshconfig default -n istio-system --type=merge -p <patch>`, as a user edits it.
+    pub fn patch_meshconfig(&self, patch: &str) -> Result<()> {
+        self.kubectl_ok(
+            &[
+                "patch",
+                "meshconfig",
+                "default",
+                "-n",
+                CONTROL_PLANE_NS,
+                "--type=merge",
+                "-p",
+                patch,
+            ],
+            None,
+        )
+        .map(drop)
+    }
+
     /// Creates the control-plane namespace if missing.
     pub fn ensure_control_plane_namespace(&self) -> Result<()> {
         let yaml =
@@ -326,22 +344,9 @@ impl<'c> Mesh<'c> {
     /// Puts MeshConfig `istio-system/default` back to [`DEFAULT_MESHCONFIG`]'s spec (a merge
     /// patch, so the operator's finalizer and status stay), for tests that edit it.
     pub fn restore_default_meshconfig(&self) -> Result<()> {
-        let patch = r#"{"spec":{"profile":"default","proxy":null,"injection":null,"meshConfig":{"accessLogFile":"/dev/stdout","outboundTrafficPolicy":{"mode":"REGISTRY_ONLY"}}}}"#;
-        self.cluster
-            .kubectl_ok(
-                &[
-                    "patch",
-                    "meshconfig",
-                    "default",
-                    "-n",
-                    CONTROL_PLANE_NS,
-                    "--type=merge",
-                    "-p",
-                    patch,
-                ],
-                None,
-            )
-            .map(drop)
+        self.cluster.patch_meshconfig(
+            r#"{"spec":{"profile":"default","proxy":null,"injection":null,"meshConfig":{"accessLogFile":"/dev/stdout","outboundTrafficPolicy":{"mode":"REGISTRY_ONLY"}}}}"#,
+        )
     }
 
     /// Tails of all logs of the cluster, operator and webhook.

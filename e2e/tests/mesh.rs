@@ -196,10 +196,7 @@ async fn istiod_serves_access_log_and_outbound_policy_and_follows_edits() -> Res
         println!("istiod serves {http_listeners} listeners with a /dev/stdout access log, outbound -> BlackHoleCluster");
 
         let patch = |p: &str| {
-            cluster.kubectl_ok(
-                &["patch", "meshconfig", "default", "-n", CONTROL_PLANE_NS, "--type=merge", "-p", p],
-                None,
-            )
+            cluster.patch_meshconfig(p)
         };
         patch(r#"{"spec":{"meshConfig":{"outboundTrafficPolicy":{"mode":"ALLOW_ANY"},"accessLogEncoding":"JSON"}}}"#)?;
         let (_, took) = probe
@@ -225,7 +222,9 @@ async fn istiod_serves_access_log_and_outbound_policy_and_follows_edits() -> Res
         println!("accessLogFile \"\" -> no access log: {:.2}s", took.as_secs_f64());
         mesh.restore_default_meshconfig()?;
         probe
-            .wait("the restored REGISTRY_ONLY", PUSH, |s| {
+            // Cleanup for the next test, not the 5 s promise: istiod debounces pushes (up to
+            // 10 s while other events keep arriving, e.g. namespaces of earlier tests going away).
+            .wait("the restored REGISTRY_ONLY", Duration::from_secs(30), |s| {
                 if outbound(s) == "BlackHoleCluster" { Ok(()) } else { Err(outbound(s)) }
             })
             .await?;
@@ -547,11 +546,7 @@ async fn meshconfig_ready_with_istiod_running() -> Result<()> {
             status == "False" && message.contains("ingressGateway"),
             "with the gateway on (no Envoy here) the MeshConfig must wait for it: {status} {message}"
         );
-        cluster.kubectl_ok(
-            &["patch", "meshconfig", "default", "-n", CONTROL_PLANE_NS, "--type=merge", "-p",
-              r#"{"spec":{"components":{"ingressGateway":{"enabled":false}}}}"#],
-            None,
-        )?;
+        cluster.patch_meshconfig(r#"{"spec":{"components":{"ingressGateway":{"enabled":false}}}}"#)?;
         wait_for("MeshConfig default Ready=True", Duration::from_secs(60), || {
             let mcs = mcs.clone();
             async move {
@@ -580,19 +575,7 @@ async fn meshconfig_ready_with_istiod_running() -> Result<()> {
         anyhow::Ok(())
     }
     .await;
-    cluster.kubectl_ok(
-        &[
-            "patch",
-            "meshconfig",
-            "default",
-            "-n",
-            CONTROL_PLANE_NS,
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"components":{"ingressGateway":{"enabled":null}}}}"#,
-        ],
-        None,
-    )?;
+    cluster.patch_meshconfig(r#"{"spec":{"components":{"ingressGateway":{"enabled":null}}}}"#)?;
     result
 }
 
@@ -787,11 +770,7 @@ async fn bench_meshconfig_edit_to_xds() -> Result<()> {
             let (mode, cluster_name) =
                 if i % 2 == 0 { ("ALLOW_ANY", "PassthroughCluster") } else { ("REGISTRY_ONLY", "BlackHoleCluster") };
             let start = std::time::Instant::now();
-            cluster.kubectl_ok(
-                &["patch", "meshconfig", "default", "-n", CONTROL_PLANE_NS, "--type=merge", "-p",
-                  &format!(r#"{{"spec":{{"meshConfig":{{"outboundTrafficPolicy":{{"mode":"{mode}"}}}}}}}}"#)],
-                None,
-            )?;
+            cluster.patch_meshconfig(&format!(r#"{{"spec":{{"meshConfig":{{"outboundTrafficPolicy":{{"mode":"{mode}"}}}}}}}}"#))?;
             probe
                 .wait(&format!("edit {i}: {mode}"), Duration::from_secs(10), |s| {
                     if outbound(s) == cluster_name { Ok(()) } else { Err(outbound(s)) }

@@ -284,19 +284,7 @@ async fn walkthrough(cluster: &Cluster, step: &impl Fn(&str)) -> Result<XdsProbe
     step(
         "kubectl patch meshconfig default: components.ingressGateway.enabled=false (no Envoy on this machine)",
     );
-    cluster.kubectl_ok(
-        &[
-            "patch",
-            "meshconfig",
-            "default",
-            "-n",
-            CONTROL_PLANE_NS,
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"components":{"ingressGateway":{"enabled":false}}}}"#,
-        ],
-        None,
-    )?;
+    cluster.patch_meshconfig(r#"{"spec":{"components":{"ingressGateway":{"enabled":false}}}}"#)?;
     cluster.kubectl_ok(
         &[
             "wait",
