@@ -7,11 +7,11 @@
 //! - `env` values, `fieldRef` (metadata.name/namespace/uid/labels/annotations, spec.nodeName,
 //!   spec.serviceAccountName, status.podIP/hostIP), `resourceFieldRef`, `configMapKeyRef`,
 //!   `secretKeyRef`; plus `KUBERNETES_SERVICE_HOST/PORT` for the in-cluster API address;
-//! - the ServiceAccount volume at `/var/run/secrets/kubernetes.io/serviceaccount` (a bound token
-//!   for the Pod's own ServiceAccount from the TokenRequest API, `ca.crt`, `namespace`), so the
-//!   binary authenticates as its ServiceAccount with in-cluster config, never as an admin;
 //! - `emptyDir`, `configMap`, `secret` and `projected` (serviceAccountToken with its audience and
-//!   expiry, configMap, secret) volumes, published with the kubelet's `..data` layout;
+//!   expiry from the TokenRequest API, bound to the Pod; configMap, secret, downwardAPI) volumes,
+//!   published with the kubelet's `..data` layout. The ServiceAccount admission plugin's
+//!   `kube-api-access-*` volume is one of them, so the binary authenticates with in-cluster config
+//!   as its own ServiceAccount, never as an admin;
 //! - `securityContext.runAsUser/runAsGroup` (the process runs as that uid, so a Deployment that
 //!   needs root or an unwritable path fails here as it would on a node), `workingDir`;
 //! - the readiness probe (httpGet): the Pod's `Ready` condition follows it, so the ReplicaSet,
