@@ -113,6 +113,31 @@ async fn collect(args: &CheckArgs) -> Vec<CheckResult> {
         }
     };
 
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    let mut istio = Vec::new();
+    let mut lookup_failed = None;
+    for (name, _) in rules::ISTIO_GUIDE_APIS {
+        match crds.get_opt(name).await {
+            Ok(c) => istio.push((name, c)),
+            Err(e) => lookup_failed = Some(e),
+        }
+    }
+    let mut removed = Vec::new();
+    for name in rules::REMOVED_ISTIO_CRDS {
+        match crds.get_opt(name).await {
+            Ok(Some(_)) => removed.push(name),
+            Ok(None) => {}
+            Err(e) => lookup_failed = Some(e),
+        }
+    }
+    match lookup_failed {
+        Some(e) => out.push(api_fail("istio-crds", "CustomResourceDefinitions", &e)),
+        None => {
+            let found: Vec<_> = istio.iter().map(|(n, c)| (*n, c.as_ref())).collect();
+            out.push(rules::istio_apis(&found, &removed));
+        }
+    }
+
     let mwcs = Api::<MutatingWebhookConfiguration>::all(client.clone())
         .list(&ListParams::default())
         .await;

@@ -29,6 +29,79 @@ pub const DEFAULT_REVISION: &str = "default";
 /// Namespaces the webhook never injects (Istio's ignored namespaces).
 const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
 
+/// Istio's CRDs the guides use, with the API versions they are written in.
+pub const ISTIO_GUIDE_APIS: [(&str, &[&str]); 3] = [
+    (
+        "destinationrules.networking.istio.io",
+        &["v1alpha3", "v1beta1", "v1"],
+    ),
+    (
+        "virtualservices.networking.istio.io",
+        &["v1alpha3", "v1beta1", "v1"],
+    ),
+    ("peerauthentications.security.istio.io", &["v1beta1", "v1"]),
+];
+/// CRDs of the Istio 1.1 guides' `authentication.istio.io/v1alpha1`, removed in Istio 1.6.
+pub const REMOVED_ISTIO_CRDS: [&str; 2] = [
+    "meshpolicies.authentication.istio.io",
+    "policies.authentication.istio.io",
+];
+
+/// Istio's resources the guides apply are served in every version the guides use; CRDs of
+/// removed Istio APIs (left over from an old install) are named, since istiod ignores them.
+pub fn istio_apis(
+    found: &[(&str, Option<&CustomResourceDefinition>)],
+    removed_present: &[&str],
+) -> CheckResult {
+    const ID: &str = "istio-crds";
+    let mut missing = Vec::new();
+    for (name, versions) in ISTIO_GUIDE_APIS {
+        let crd = found.iter().find(|(n, _)| *n == name).and_then(|(_, c)| *c);
+        let served: Vec<&str> = crd
+            .map(|c| {
+                c.spec
+                    .versions
+                    .iter()
+                    .filter(|v| v.served)
+                    .map(|v| v.name.as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for v in versions {
+            if !served.contains(v) {
+                missing.push(format!("{name} {v}"));
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return CheckResult::fail(
+            ID,
+            format!(
+                "Istio APIs the guides use are not served: {}",
+                missing.join(", ")
+            ),
+            "the operator applies Istio's CRDs at start (--manage-crd) and the chart ships them in crds/: \
+             kubectl apply --server-side -f helm/skjold/crds/istio-crds.gen.yaml",
+        );
+    }
+    if !removed_present.is_empty() {
+        return CheckResult::warn(
+            ID,
+            format!(
+                "{} installed: authentication.istio.io/v1alpha1 MeshPolicy/Policy were removed in Istio 1.6 and istiod ignores them",
+                removed_present.join(", ")
+            ),
+            "use security.istio.io/v1beta1 PeerAuthentication: a mesh-wide MeshPolicy with peers [{mtls: {}}] is a \
+             PeerAuthentication named default in istio-system with mtls.mode STRICT; then delete the old CRDs",
+        );
+    }
+    CheckResult::pass(
+        ID,
+        "DestinationRule, VirtualService (v1alpha3, v1beta1, v1) and PeerAuthentication (v1beta1, v1) served; \
+         the Istio 1.1 guides' MeshPolicy is PeerAuthentication now",
+    )
+}
+
 pub fn crd(crd: Option<&CustomResourceDefinition>) -> CheckResult {
     const ID: &str = "crd";
     let hint = "install the chart (helm install skjold helm/skjold -n istio-system --create-namespace) or \

@@ -600,3 +600,49 @@ fn checks_follow_the_meshconfigs_namespace_label() {
         None
     );
 }
+
+#[test]
+fn istio_apis_need_every_guide_version_and_name_removed_ones() {
+    let crd = |name: &str, versions: &[&str]| -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"group": "x", "scope": "Namespaced", "names": {"kind": "X", "plural": "xs"},
+                     "versions": versions.iter().map(|v| json!({"name": v, "served": true, "storage": *v == "v1"})).collect::<Vec<_>>()},
+        }))
+        .unwrap()
+    };
+    let dr = crd(
+        "destinationrules.networking.istio.io",
+        &["v1alpha3", "v1beta1", "v1"],
+    );
+    let vs = crd(
+        "virtualservices.networking.istio.io",
+        &["v1alpha3", "v1beta1", "v1"],
+    );
+    let pa = crd("peerauthentications.security.istio.io", &["v1beta1", "v1"]);
+    let vs_new_only = crd("virtualservices.networking.istio.io", &["v1"]);
+    let all = [
+        ("destinationrules.networking.istio.io", Some(&dr)),
+        ("virtualservices.networking.istio.io", Some(&vs)),
+        ("peerauthentications.security.istio.io", Some(&pa)),
+    ];
+    assert_eq!(rules::istio_apis(&all, &[]).status, Status::Pass);
+    let w = rules::istio_apis(&all, &["meshpolicies.authentication.istio.io"]);
+    assert_eq!(w.status, Status::Warn);
+    assert!(w.message.contains("removed in Istio 1.6"), "{}", w.message);
+    let old = [
+        all[0],
+        ("virtualservices.networking.istio.io", Some(&vs_new_only)),
+        all[2],
+    ];
+    let f = rules::istio_apis(&old, &[]);
+    assert_eq!(f.status, Status::Fail);
+    assert!(
+        f.message
+            .contains("virtualservices.networking.istio.io v1alpha3"),
+        "{}",
+        f.message
+    );
+    let none = [("destinationrules.networking.istio.io", None)];
+    assert_eq!(rules::istio_apis(&none, &[]).status, Status::Fail);
+}
