@@ -566,12 +566,14 @@ async fn meshconfig_ready_with_istiod_running() -> Result<()> {
             .output()?;
         let report: Value = serde_json::from_slice(&out.stdout)
             .with_context(|| format!("skjoldctl check printed {}", String::from_utf8_lossy(&out.stdout)))?;
-        let check = report["checks"]
-            .as_array()
-            .and_then(|cs| cs.iter().find(|c| c["id"] == "meshconfig"))
-            .cloned()
-            .context("no meshconfig check")?;
-        ensure!(check["status"] == "pass", "skjoldctl check meshconfig: {check}");
+        for id in ["meshconfig", "istio-crds"] {
+            let check = report["checks"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["id"] == id))
+                .cloned()
+                .with_context(|| format!("no {id} check"))?;
+            ensure!(check["status"] == "pass", "skjoldctl check {id}: {check}");
+        }
         anyhow::Ok(())
     }
     .await;
