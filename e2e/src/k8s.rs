@@ -68,6 +68,25 @@ pub async fn create_namespace(
 }
 
 /// Deletes a namespace without waiting (test cleanup; errors are logged, not raised).
+/// Runs `f` in a fresh namespace of `cluster` (created with `labels`, deleted afterwards whatever
+/// `f` returns) and returns what `f` returned.
+pub async fn in_namespace<T, F, Fut>(
+    cluster: &crate::Cluster,
+    prefix: &str,
+    labels: &[(&str, &str)],
+    f: F,
+) -> anyhow::Result<T>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let client = cluster.client().await?;
+    let ns = create_namespace(&client, prefix, labels).await?;
+    let result = f(ns.clone()).await;
+    delete_namespace(&client, &ns).await;
+    result
+}
+
 pub async fn delete_namespace(client: &Client, name: &str) {
     if let Err(e) = Api::<Namespace>::all(client.clone())
         .delete(name, &DeleteParams::default())

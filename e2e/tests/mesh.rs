@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use serde_json::Value;
 use skjold_e2e::istio::{Istiod, XdsProbe, access_logs, report_pod_running};
-use skjold_e2e::k8s::{create_namespace, delete_namespace, is_injected, pod};
+use skjold_e2e::k8s::{create_namespace, delete_namespace, in_namespace, is_injected, pod};
 use skjold_e2e::{CONTROL_PLANE_NS, Cluster, Mesh, Poll, block_on_fresh_runtime, wait_for};
 use skjold_operator::crd::MeshConfig;
 
@@ -168,9 +168,7 @@ fn outbound(s: &Value) -> String {
 async fn istiod_serves_access_log_and_outbound_policy_and_follows_edits() -> Result<()> {
     let (mesh, _istiod) = mesh()?;
     let cluster = mesh.cluster();
-    let client = cluster.client().await?;
-    let ns = create_namespace(&client, "xds", &[("istio-injection", "enabled")]).await?;
-    let result = async {
+    let result = in_namespace(cluster, "xds", &[("istio-injection", "enabled")], |ns| async move {
         let pod = injected_pod(cluster, &ns, "web", &[("app", "web")], "10.244.0.11").await?;
         let mut probe = XdsProbe::start(cluster, &pod)?;
         // The demo MeshConfig: accessLogFile /dev/stdout, REGISTRY_ONLY.
@@ -229,10 +227,9 @@ async fn istiod_serves_access_log_and_outbound_policy_and_follows_edits() -> Res
             })
             .await?;
         anyhow::Ok(())
-    }
+    })
     .await;
     mesh.restore_default_meshconfig()?;
-    delete_namespace(&client, &ns).await;
     result.map_err(|e| anyhow!("{e:#}\n--- logs ---\n{}", mesh.logs(20)))
 }
 
@@ -307,7 +304,6 @@ fn weights(s: &Value, host: &str) -> Option<Vec<(String, i64)>> {
 async fn canary_destination_rule_and_virtual_service_give_weighted_route() -> Result<()> {
     let (mesh, _istiod) = mesh()?;
     let cluster = mesh.cluster();
-    let client = cluster.client().await?;
     for (n, (dr, vs)) in [
         ("v1alpha3", "v1alpha3"),
         ("v1beta1", "v1beta1"),
@@ -316,8 +312,7 @@ async fn canary_destination_rule_and_virtual_service_give_weighted_route() -> Re
     .into_iter()
     .enumerate()
     {
-        let ns = create_namespace(&client, "canary", &[("istio-injection", "enabled")]).await?;
-        let result = async {
+        let result = in_namespace(cluster, "canary", &[("istio-injection", "enabled")], |ns| async move {
             cluster.apply_yaml(&canary_yaml(&ns, dr, vs))?;
             for (name, version, ip) in [
                 ("pricing-v1", "v1", format!("10.244.1.{}", 10 * n + 1)),
@@ -348,9 +343,8 @@ async fn canary_destination_rule_and_virtual_service_give_weighted_route() -> Re
                 .map_err(|e| anyhow!("{e:#}\n{}", probe.log_tail(3)))?;
             println!("{dr}/{vs}: weighted route 95/5 to v1/v2 after {:.2}s", took.as_secs_f64());
             anyhow::Ok(())
-        }
+        })
         .await;
-        delete_namespace(&client, &ns).await;
         result?;
     }
     Ok(())
@@ -375,72 +369,74 @@ async fn peer_authentication_strict_removes_plaintext_inbound() -> Result<()> {
     let (mesh, _istiod) = mesh()?;
     let cluster = mesh.cluster();
     let client = cluster.client().await?;
-    let ns = create_namespace(&client, "mtls", &[("istio-injection", "enabled")]).await?;
-    let result = async {
-        cluster.apply_yaml(&format!(
-            "apiVersion: v1
+    in_namespace(
+        cluster,
+        "mtls",
+        &[("istio-injection", "enabled")],
+        |ns| async move {
+            cluster.apply_yaml(&format!(
+                "apiVersion: v1
 kind: Service
 metadata: {{name: ratings, namespace: {ns}}}
 spec:
   selector: {{app: ratings}}
   ports: [{{name: http, port: 9080, targetPort: 9080}}]
 "
-        ))?;
-        let mut p = pod("ratings", &[("app", "ratings")], &[]);
-        if let Some(c) = p.spec.as_mut().and_then(|s| s.containers.first_mut()) {
-            c.ports = Some(vec![k8s_openapi::api::core::v1::ContainerPort {
-                container_port: 9080,
-                name: Some("http".into()),
-                ..Default::default()
-            }]);
-        }
-        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-        let created = pods.create(&Default::default(), &p).await?;
-        ensure!(is_injected(&created), "ratings was not injected");
-        let pod = report_pod_running(cluster, &ns, "ratings", "10.244.2.10").await?;
-        let mut probe = XdsProbe::start(cluster, &pod)?;
-        probe
-            .wait(
-                "PERMISSIVE inbound chains (TLS and plaintext) for 9080",
-                Duration::from_secs(30),
-                |s| {
-                    let c = inbound_chains(s, "9080");
-                    if c.iter().any(|t| t == "tls") && c.iter().any(|t| t == "raw_buffer") {
-                        Ok(())
-                    } else {
-                        Err(format!("chains for 9080: {c:?}"))
-                    }
-                },
-            )
-            .await
-            .map_err(|e| anyhow!("{e:#}\n{}", probe.log_tail(3)))?;
-        cluster.apply_yaml(&format!(
-            "apiVersion: security.istio.io/v1beta1
+            ))?;
+            let mut p = pod("ratings", &[("app", "ratings")], &[]);
+            if let Some(c) = p.spec.as_mut().and_then(|s| s.containers.first_mut()) {
+                c.ports = Some(vec![k8s_openapi::api::core::v1::ContainerPort {
+                    container_port: 9080,
+                    name: Some("http".into()),
+                    ..Default::default()
+                }]);
+            }
+            let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+            let created = pods.create(&Default::default(), &p).await?;
+            ensure!(is_injected(&created), "ratings was not injected");
+            let pod = report_pod_running(cluster, &ns, "ratings", "10.244.2.10").await?;
+            let mut probe = XdsProbe::start(cluster, &pod)?;
+            probe
+                .wait(
+                    "PERMISSIVE inbound chains (TLS and plaintext) for 9080",
+                    Duration::from_secs(30),
+                    |s| {
+                        let c = inbound_chains(s, "9080");
+                        if c.iter().any(|t| t == "tls") && c.iter().any(|t| t == "raw_buffer") {
+                            Ok(())
+                        } else {
+                            Err(format!("chains for 9080: {c:?}"))
+                        }
+                    },
+                )
+                .await
+                .map_err(|e| anyhow!("{e:#}\n{}", probe.log_tail(3)))?;
+            cluster.apply_yaml(&format!(
+                "apiVersion: security.istio.io/v1beta1
 kind: PeerAuthentication
 metadata: {{name: default, namespace: {ns}}}
 spec:
   mtls: {{mode: STRICT}}
 "
-        ))?;
-        let (_, took) = probe
-            .wait("STRICT: only TLS inbound chains for 9080", PUSH, |s| {
-                let c = inbound_chains(s, "9080");
-                if !c.is_empty() && c.iter().all(|t| t == "tls") {
-                    Ok(())
-                } else {
-                    Err(format!("chains for 9080: {c:?}"))
-                }
-            })
-            .await?;
-        println!(
-            "PeerAuthentication STRICT -> no plaintext inbound chain after {:.2}s",
-            took.as_secs_f64()
-        );
-        anyhow::Ok(())
-    }
-    .await;
-    delete_namespace(&client, &ns).await;
-    result
+            ))?;
+            let (_, took) = probe
+                .wait("STRICT: only TLS inbound chains for 9080", PUSH, |s| {
+                    let c = inbound_chains(s, "9080");
+                    if !c.is_empty() && c.iter().all(|t| t == "tls") {
+                        Ok(())
+                    } else {
+                        Err(format!("chains for 9080: {c:?}"))
+                    }
+                })
+                .await?;
+            println!(
+                "PeerAuthentication STRICT -> no plaintext inbound chain after {:.2}s",
+                took.as_secs_f64()
+            );
+            anyhow::Ok(())
+        },
+    )
+    .await
 }
 
 /// istiod validates Istio's resources as Istio ships it: through the API server, an invalid
@@ -481,8 +477,7 @@ async fn istiod_validates_istio_resources_through_the_api_server() -> Result<()>
         )
         .await?;
     }
-    let ns = create_namespace(&client, "validate", &[]).await?;
-    let result = async {
+    in_namespace(cluster, "validate", &[], |ns| async move {
         let bad = format!(
             "apiVersion: networking.istio.io/v1beta1
 kind: VirtualService
@@ -517,10 +512,8 @@ spec:
             .apply_yaml(&good)
             .context("a valid canary was refused")?;
         anyhow::Ok(())
-    }
-    .await;
-    delete_namespace(&client, &ns).await;
-    result
+    })
+    .await
 }
 
 /// With istiod really running, the MeshConfig reaches `Ready=True` and `skjoldctl check` passes
@@ -599,90 +592,92 @@ fn istioctl(cluster: &Cluster, args: &[&str]) -> Result<std::process::Output> {
 async fn guides_documents_apply_and_reach_istiod() -> Result<()> {
     let (mesh, _istiod) = mesh()?;
     let cluster = mesh.cluster();
-    let client = cluster.client().await?;
-    let dir = skjold_e2e::workspace_root().join("e2e/tests/guides");
+    let dir = &skjold_e2e::workspace_root().join("e2e/tests/guides");
     for (n, guide) in ["istio-1.1", "istio-1.8", "istio-1.17", "istio-1.25"]
         .into_iter()
         .enumerate()
     {
-        let ns = create_namespace(&client, "guide", &[("istio-injection", "enabled")]).await?;
-        let result = async {
-            cluster.apply_yaml(&pricing_service(&ns))?;
-            for (name, version, last) in [("pricing-v1", "v1", 1), ("pricing-v2", "v2", 2)] {
-                let ip = format!("10.244.3.{}", 10 * n + last);
-                injected_pod(
+        let result = in_namespace(
+            cluster,
+            "guide",
+            &[("istio-injection", "enabled")],
+            |ns| async move {
+                cluster.apply_yaml(&pricing_service(&ns))?;
+                for (name, version, last) in [("pricing-v1", "v1", 1), ("pricing-v2", "v2", 2)] {
+                    let ip = format!("10.244.3.{}", 10 * n + last);
+                    injected_pod(
+                        cluster,
+                        &ns,
+                        name,
+                        &[("app", "pricing"), ("version", version)],
+                        &ip,
+                    )
+                    .await?;
+                }
+                let web = injected_pod(
                     cluster,
                     &ns,
-                    name,
-                    &[("app", "pricing"), ("version", version)],
-                    &ip,
+                    "web",
+                    &[("app", "web")],
+                    &format!("10.244.3.{}", 10 * n + 3),
                 )
                 .await?;
-            }
-            let web = injected_pod(
-                cluster,
-                &ns,
-                "web",
-                &[("app", "web")],
-                &format!("10.244.3.{}", 10 * n + 3),
-            )
-            .await?;
-            let text = std::fs::read_to_string(dir.join(format!("{guide}.yaml")))?
-                .replace("NAMESPACE", &ns);
-            let out = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(&text))?;
-            let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-            if guide == "istio-1.1" {
+                let text = std::fs::read_to_string(dir.join(format!("{guide}.yaml")))?
+                    .replace("NAMESPACE", &ns);
+                let out = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(&text))?;
+                let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+                if guide == "istio-1.1" {
+                    ensure!(
+                        stderr.contains(r#"no matches for kind "MeshPolicy""#),
+                        "{guide}: the removed MeshPolicy must be refused by name: {stderr}"
+                    );
+                    println!(
+                        "{guide}: MeshPolicy refused: {}",
+                        stderr.lines().next().unwrap_or_default()
+                    );
+                } else {
+                    ensure!(
+                        out.status.success(),
+                        "{guide}: kubectl apply failed: {stderr}"
+                    );
+                }
+                let mut probe = XdsProbe::start(cluster, &web)?;
+                let host = format!("pricing.{ns}.svc.cluster.local");
+                let want = vec![
+                    (format!("outbound|80|v1|{host}"), 95),
+                    (format!("outbound|80|v2|{host}"), 5),
+                ];
+                probe
+                    .wait(
+                        &format!("{guide}: the 95/5 route"),
+                        Duration::from_secs(30),
+                        |s| match weights(s, &host) {
+                            Some(w) if w == want => Ok(()),
+                            other => Err(format!("route clusters {other:?}")),
+                        },
+                    )
+                    .await?;
+                let analyze = istioctl(
+                    cluster,
+                    &["analyze", "-n", &ns, "--failure-threshold", "Error"],
+                )?;
+                let report = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&analyze.stdout),
+                    String::from_utf8_lossy(&analyze.stderr)
+                );
                 ensure!(
-                    stderr.contains(r#"no matches for kind "MeshPolicy""#),
-                    "{guide}: the removed MeshPolicy must be refused by name: {stderr}"
+                    analyze.status.success() && !report.contains("Error ["),
+                    "{guide}: istioctl analyze: {report}"
                 );
                 println!(
-                    "{guide}: MeshPolicy refused: {}",
-                    stderr.lines().next().unwrap_or_default()
+                    "{guide}: applied, 95/5 in istiod's route; istioctl analyze: {}",
+                    report.trim().lines().next().unwrap_or_default()
                 );
-            } else {
-                ensure!(
-                    out.status.success(),
-                    "{guide}: kubectl apply failed: {stderr}"
-                );
-            }
-            let mut probe = XdsProbe::start(cluster, &web)?;
-            let host = format!("pricing.{ns}.svc.cluster.local");
-            let want = vec![
-                (format!("outbound|80|v1|{host}"), 95),
-                (format!("outbound|80|v2|{host}"), 5),
-            ];
-            probe
-                .wait(
-                    &format!("{guide}: the 95/5 route"),
-                    Duration::from_secs(30),
-                    |s| match weights(s, &host) {
-                        Some(w) if w == want => Ok(()),
-                        other => Err(format!("route clusters {other:?}")),
-                    },
-                )
-                .await?;
-            let analyze = istioctl(
-                cluster,
-                &["analyze", "-n", &ns, "--failure-threshold", "Error"],
-            )?;
-            let report = format!(
-                "{}{}",
-                String::from_utf8_lossy(&analyze.stdout),
-                String::from_utf8_lossy(&analyze.stderr)
-            );
-            ensure!(
-                analyze.status.success() && !report.contains("Error ["),
-                "{guide}: istioctl analyze: {report}"
-            );
-            println!(
-                "{guide}: applied, 95/5 in istiod's route; istioctl analyze: {}",
-                report.trim().lines().next().unwrap_or_default()
-            );
-            anyhow::Ok(())
-        }
+                anyhow::Ok(())
+            },
+        )
         .await;
-        delete_namespace(&client, &ns).await;
         result?;
     }
     let all = istioctl(cluster, &["analyze", "-A", "--failure-threshold", "Error"])?;
@@ -757,9 +752,7 @@ async fn istioctl_check_inject_agrees_with_skjoldctl_explain() -> Result<()> {
 async fn bench_meshconfig_edit_to_xds() -> Result<()> {
     let (mesh, _istiod) = mesh()?;
     let cluster = mesh.cluster();
-    let client = cluster.client().await?;
-    let ns = create_namespace(&client, "bench", &[("istio-injection", "enabled")]).await?;
-    let result = async {
+    let result = in_namespace(cluster, "bench", &[("istio-injection", "enabled")], |ns| async move {
         let pod = injected_pod(cluster, &ns, "web", &[("app", "web")], "10.244.9.10").await?;
         let mut probe = XdsProbe::start(cluster, &pod)?;
         probe
@@ -790,9 +783,8 @@ async fn bench_meshconfig_edit_to_xds() -> Result<()> {
             took.last().map_or(0, |d| d.as_millis())
         );
         anyhow::Ok(())
-    }
+    })
     .await;
     mesh.restore_default_meshconfig()?;
-    delete_namespace(&client, &ns).await;
     result
 }
