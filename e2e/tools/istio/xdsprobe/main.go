@@ -94,7 +94,6 @@ type Route struct {
 
 // Summary is one JSON line of output.
 type Summary struct {
-	Versions map[string]string `json:"versions"`
 	// The cluster unknown outbound traffic goes to (the virtualOutbound listener's catch-all).
 	OutboundCatchAll string              `json:"outbound_catch_all"`
 	Listeners        []Listener          `json:"listeners"`
@@ -270,10 +269,9 @@ func nodeMetadata(pod *Pod, containerName string) (*structpb.Struct, map[string]
 }
 
 func summarize(client *adsc.ADSC) Summary {
-	s := Summary{Versions: map[string]string{}, Routes: map[string][]Route{}}
-	for k, v := range client.VersionInfo {
-		s.Versions[k] = v
-	}
+	// Only the Get* accessors: adsc replaces those maps whole on each update (safe to read),
+	// while it writes VersionInfo in place from its receive goroutine (not safe to read here).
+	s := Summary{Routes: map[string][]Route{}}
 	var all []*listener.Listener
 	for _, l := range client.GetHTTPListeners() {
 		all = append(all, l)
