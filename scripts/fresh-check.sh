@@ -51,6 +51,7 @@ for s in "${stages[@]}"; do
     echo "fresh-check: make $s FAILED after $((SECONDS - t))s"; exit 1
   fi
   report+=("$(printf '%-10s %5ds' "$s" $((SECONDS - t)))")
+  echo "fresh-check: make $s passed in $((SECONDS - t))s (total $((SECONDS - total))s)"
 done
 echo "fresh-check: cold make test passed in $((SECONDS - total))s"
 printf 'fresh-check:   %s\n' "${report[@]}"
