@@ -59,7 +59,7 @@ impl Istiod {
             .run_deployment_pod(CONTROL_PLANE_NS, "istiod", "discovery", &image)
             .await?;
         let ready_after = cluster
-            .report_readiness(&mut pod, "discovery", timeout)
+            .report_readiness(&mut pod, timeout)
             .await
             .map_err(|e| anyhow!("{e:#}\n--- istiod log ---\n{}", pod.log_tail(40)))?;
         Ok(Istiod {
@@ -167,11 +167,7 @@ impl XdsProbe {
 
     /// The newest configuration istiod sent, if a complete one arrived.
     pub fn latest(&self) -> Option<serde_json::Value> {
-        let text = std::fs::read_to_string(self.proc.log_path()).ok()?;
-        text.lines()
-            .rev()
-            .find(|l| l.starts_with('{'))
-            .and_then(|l| serde_json::from_str(l).ok())
+        newest_summary(self.proc.log_path())
     }
 
     /// Waits until istiod's newest configuration satisfies `check` (which says what it saw when
@@ -187,12 +183,7 @@ impl XdsProbe {
         let proc = &mut self.proc;
         let v = wait_for(what, timeout, || {
             let running = proc.check_running();
-            let latest = std::fs::read_to_string(proc.log_path()).ok().and_then(|t| {
-                t.lines()
-                    .rev()
-                    .find(|l| l.starts_with('{'))
-                    .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            });
+            let latest = newest_summary(proc.log_path());
             async move {
                 if let Err(e) = running {
                     return Poll::Failed(format!("{e:#}"));
@@ -213,6 +204,15 @@ impl XdsProbe {
     pub fn log_tail(&self, lines: usize) -> String {
         self.proc.log_tail(lines)
     }
+}
+
+/// The probe's newest JSON line (one complete configuration) in its log.
+fn newest_summary(log: &std::path::Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .and_then(|l| serde_json::from_str(l).ok())
 }
 
 /// Listeners whose HTTP connection managers or TCP proxies log to a file, with path and format.

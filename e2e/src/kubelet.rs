@@ -68,8 +68,9 @@ pub struct ImageBinary {
 pub struct LocalPod {
     pub name: String,
     pub namespace: String,
+    /// The container it runs, as read back from the API server.
+    container: Container,
     proc: Proc,
-    root: PathBuf,
 }
 
 impl LocalPod {
@@ -83,15 +84,6 @@ impl LocalPod {
 
     pub fn log_tail(&self, lines: usize) -> String {
         self.proc.log_tail(lines)
-    }
-
-    /// The directory bind-mounted over the Pod's `/run` (its volumes live below it).
-    pub fn run_dir(&self) -> PathBuf {
-        self.root.join("run")
-    }
-
-    pub fn stop(&mut self) {
-        self.proc.stop(Duration::from_secs(10));
     }
 }
 
@@ -149,7 +141,7 @@ impl Cluster {
                 .with_context(|| format!("volumeMount {} names no volume", mount.name))?;
             let files = volume_files(&client, namespace, &sa, &pod, volume).await?;
             match files {
-                Some(files) => publish(&run, &mount.mount_path, &files, uid)?,
+                Some(files) => publish(&run, &mount.mount_path, &files)?,
                 None => {
                     // emptyDir: a directory the container's user may write.
                     let dir = under_run(&run, &mount.mount_path)?;
@@ -211,8 +203,8 @@ impl Cluster {
         Ok(LocalPod {
             name,
             namespace: namespace.to_string(),
+            container: c.clone(),
             proc,
-            root,
         })
     }
 
@@ -221,17 +213,10 @@ impl Cluster {
     pub async fn report_readiness(
         &self,
         pod: &mut LocalPod,
-        container: &str,
         timeout: Duration,
     ) -> Result<Duration> {
         let client = self.client().await?;
-        let pods: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace);
-        let spec = pods.get(&pod.name).await?.spec.context("Pod has no spec")?;
-        let c = spec
-            .containers
-            .iter()
-            .find(|c| c.name == container)
-            .with_context(|| format!("no container {container}"))?;
+        let c = pod.container.clone();
         let get = c
             .readiness_probe
             .as_ref()
@@ -274,7 +259,7 @@ impl Cluster {
         )
         .await?;
         let took = start.elapsed();
-        set_status(&client, &pod.namespace, &pod.name, true, container).await?;
+        set_status(&client, &pod.namespace, &pod.name, true, &c.name).await?;
         Ok(took)
     }
 }
@@ -318,13 +303,9 @@ fn under_run(run: &Path, mount_path: &str) -> Result<PathBuf> {
     Ok(run.join(rel))
 }
 
-/// Writes `files` at `mount_path` with the kubelet's atomic `..data` layout, readable by `uid`.
-fn publish(
-    run: &Path,
-    mount_path: &str,
-    files: &BTreeMap<String, Vec<u8>>,
-    uid: i64,
-) -> Result<()> {
+/// Writes `files` at `mount_path` with the kubelet's atomic `..data` layout (world-readable, as
+/// the kubelet's default mode 0644).
+fn publish(run: &Path, mount_path: &str, files: &BTreeMap<String, Vec<u8>>) -> Result<()> {
     let dir = under_run(run, mount_path)?;
     fs::create_dir_all(&dir)?;
     write_atomic(&dir, files).with_context(|| format!("writing volume at {mount_path}"))?;
@@ -333,7 +314,6 @@ fn publish(
         let mode = if entry.is_dir() { 0o755 } else { 0o644 };
         fs::set_permissions(&entry, fs::Permissions::from_mode(mode))?;
     }
-    let _ = uid;
     Ok(())
 }
 
