@@ -165,6 +165,9 @@ pub fn run_inject(args: &InjectArgs) -> anyhow::Result<ExitCode> {
             )?;
         }
     }
+    for line in &injected.untouched {
+        writeln!(err, "warning: {line}")?;
+    }
     let mut out = std::io::stdout().lock();
     out.write_all(injected.output.as_bytes())?;
     out.flush()?;

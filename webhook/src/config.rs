@@ -61,15 +61,30 @@ impl InterceptionMode {
 
 /// A CPU/memory pair. An empty string means "not set" (the field is omitted from the pod).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct ResourcePair {
+    #[serde(deserialize_with = "null_as_empty")]
     pub cpu: String,
+    #[serde(deserialize_with = "null_as_empty")]
     pub memory: String,
+    /// `ephemeral-storage`, as in Istio's values; unset by default.
+    #[serde(
+        rename = "ephemeral-storage",
+        alias = "ephemeralStorage",
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub ephemeral_storage: String,
+}
+
+/// Istio's values write `memory: null` to unset a default; here that is the empty string.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 /// Proxy resources (`values.global.proxy.resources`); also applied to `istio-init`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct ProxyResources {
     pub requests: ResourcePair,
     pub limits: ResourcePair,
@@ -81,10 +96,12 @@ impl Default for ProxyResources {
             requests: ResourcePair {
                 cpu: "100m".into(),
                 memory: "128Mi".into(),
+                ephemeral_storage: String::new(),
             },
             limits: ResourcePair {
                 cpu: "2000m".into(),
                 memory: "1024Mi".into(),
+                ephemeral_storage: String::new(),
             },
         }
     }
@@ -92,10 +109,13 @@ impl Default for ProxyResources {
 
 /// Settings of the injected `istio-proxy` / `istio-init` containers (`values.global.proxy.*`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct ProxySettings {
-    /// Full image reference used for both `istio-proxy` and `istio-init`.
+    /// Full image reference of `istio-proxy`.
     pub image: String,
+    /// Full image reference of `istio-init` (Istio's `values.global.proxy_init.image`); like
+    /// Istio's, it does not follow `image`.
+    pub init_image: String,
     /// `imagePullPolicy` of the injected containers; omitted when empty.
     pub image_pull_policy: String,
     pub resources: ProxyResources,
@@ -124,14 +144,20 @@ pub struct ProxySettings {
     pub exclude_outbound_ports: String,
     /// Outbound ports always captured (`-q`).
     pub include_outbound_ports: String,
-    /// pilot-agent status port (app-health, merged metrics).
+    /// pilot-agent status port (app-health, probe rewrite); 0 turns the proxy's probes and the
+    /// probe rewrite off, as in Istio.
     pub status_port: u16,
+    /// `istio-proxy` readiness probe (`values.global.proxy.readiness*`).
+    pub readiness_initial_delay_seconds: i32,
+    pub readiness_period_seconds: i32,
+    pub readiness_failure_threshold: i32,
 }
 
 impl Default for ProxySettings {
     fn default() -> Self {
         ProxySettings {
             image: crate::istio::default_proxy_image(),
+            init_image: crate::istio::default_proxy_image(),
             image_pull_policy: String::new(),
             resources: ProxyResources::default(),
             hold_application_until_proxy_starts: false,
@@ -148,13 +174,16 @@ impl Default for ProxySettings {
             exclude_outbound_ports: String::new(),
             include_outbound_ports: String::new(),
             status_port: 15020,
+            readiness_initial_delay_seconds: 0,
+            readiness_period_seconds: 15,
+            readiness_failure_threshold: 4,
         }
     }
 }
 
 /// Mesh-wide values the injector bakes into pods (a subset of Istio's MeshConfig).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct MeshSettings {
     /// Namespace of the control plane (istiod).
     pub control_plane_namespace: String,
@@ -171,6 +200,22 @@ pub struct MeshSettings {
     pub default_config: serde_json::Map<String, serde_json::Value>,
     /// Metrics merging: rewrite `prometheus.io/*` annotations to the agent.
     pub enable_prometheus_merge: bool,
+    /// `meshConfig.inboundTrafficPolicy.mode`; `LOCALHOST` makes rewritten probes reach the app
+    /// on localhost, as apps bound to 127.0.0.1 need.
+    pub inbound_traffic_policy: InboundTrafficPolicy,
+    /// Istio's `COMPLIANCE_POLICY` (e.g. `fips-140-3`), passed to the proxy.
+    pub compliance_policy: String,
+}
+
+/// `meshConfig.inboundTrafficPolicy.mode`.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum InboundTrafficPolicy {
+    #[default]
+    Passthrough,
+    Localhost,
 }
 
 impl Default for MeshSettings {
@@ -184,13 +229,15 @@ impl Default for MeshSettings {
             proxy_inbound_listen_port: 15006,
             default_config: serde_json::Map::new(),
             enable_prometheus_merge: true,
+            inbound_traffic_policy: InboundTrafficPolicy::Passthrough,
+            compliance_policy: String::new(),
         }
     }
 }
 
 /// Everything the injector needs besides the pod and its namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct InjectorConfig {
     /// Control-plane revision this config belongs to (`default` when empty).
     pub revision: String,
@@ -201,6 +248,11 @@ pub struct InjectorConfig {
     pub always_inject_selector: Vec<LabelSelector>,
     /// Extra annotations added to every injected pod.
     pub injected_annotations: BTreeMap<String, String>,
+    /// Image pull secrets added to every injected pod (`values.global.imagePullSecrets`), so the
+    /// proxy image can be pulled from a private registry.
+    pub image_pull_secrets: Vec<String>,
+    /// Mount the legacy `istio.<serviceAccount>` Secret at `/etc/certs/` (`values.global.mountMtlsCerts`).
+    pub mount_mtls_certs: bool,
     pub proxy: ProxySettings,
     pub mesh: MeshSettings,
 }
@@ -259,12 +311,53 @@ impl InjectorConfig {
                 reason: "must be a non-empty image reference".into(),
             });
         }
-        if self.proxy.status_port == 0 {
+        if !matches!(
+            self.mesh.compliance_policy.as_str(),
+            "" | "fips-140-2" | "fips-140-3" | "pqc"
+        ) {
             return Err(ConfigError::Invalid {
-                field: "proxy.statusPort",
-                value: "0".into(),
-                reason: "must be a port between 1 and 65535".into(),
+                field: "mesh.compliancePolicy",
+                value: self.mesh.compliance_policy.clone(),
+                reason: "must be empty, fips-140-2, fips-140-3 or pqc".into(),
             });
+        }
+        if self.proxy.init_image.trim().is_empty() {
+            return Err(ConfigError::Invalid {
+                field: "proxy.initImage",
+                value: self.proxy.init_image.clone(),
+                reason: "must be a non-empty image reference".into(),
+            });
+        }
+        for (field, v) in [
+            (
+                "proxy.readinessInitialDelaySeconds",
+                self.proxy.readiness_initial_delay_seconds,
+            ),
+            (
+                "proxy.readinessPeriodSeconds",
+                self.proxy.readiness_period_seconds,
+            ),
+            (
+                "proxy.readinessFailureThreshold",
+                self.proxy.readiness_failure_threshold,
+            ),
+        ] {
+            if v < 0 {
+                return Err(ConfigError::Invalid {
+                    field,
+                    value: v.to_string(),
+                    reason: "must not be negative".into(),
+                });
+            }
+        }
+        for (i, name) in self.image_pull_secrets.iter().enumerate() {
+            if name.is_empty() || name.len() > 253 {
+                return Err(ConfigError::Invalid {
+                    field: "imagePullSecrets",
+                    value: format!("[{i}] {name:?}"),
+                    reason: "must be a Secret name".into(),
+                });
+            }
         }
         Ok(())
     }
@@ -311,6 +404,23 @@ mod tests {
     fn bad_policy_names_the_value() {
         let err = InjectorConfig::from_yaml("policy: sometimes").unwrap_err();
         assert!(err.to_string().contains("sometimes"), "{err}");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_by_name() {
+        let err = InjectorConfig::from_yaml("proxy:\n  imagePullPolicyy: Always\n").unwrap_err();
+        assert!(err.to_string().contains("imagePullPolicyy"), "{err}");
+    }
+
+    #[test]
+    fn istio_style_null_resources_unset_the_default() {
+        let cfg = InjectorConfig::from_yaml(
+            "proxy:\n  resources:\n    limits: {cpu: null, ephemeral-storage: 1Gi}\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.proxy.resources.limits.cpu, "");
+        assert_eq!(cfg.proxy.resources.limits.ephemeral_storage, "1Gi");
+        assert_eq!(cfg.proxy.resources.limits.memory, "");
     }
 
     #[test]

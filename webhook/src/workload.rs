@@ -46,6 +46,18 @@ pub struct ObjectReport {
 pub struct Injected {
     pub output: String,
     pub reports: Vec<ObjectReport>,
+    /// One line per document copied through untouched, saying why (for stderr).
+    pub untouched: Vec<String>,
+}
+
+/// Why an object was left as it is, for `untouched`.
+fn untouched_line(document: usize, obj: &Value, why: &str) -> String {
+    let kind = match str_at(obj, "/kind") {
+        "" => "(no kind)",
+        k => k,
+    };
+    let name = str_at(obj, "/metadata/name");
+    format!("document {document}: {kind} {name} passed through unchanged: {why}")
 }
 
 /// Why a document could not be processed.
@@ -95,7 +107,14 @@ pub fn split_documents(input: &str) -> Vec<&str> {
 fn template_pointer(kind: &str) -> Option<&'static str> {
     match kind {
         "Pod" => Some(""),
-        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => Some("/spec/template"),
+        // ReplicationController and OpenShift's DeploymentConfig keep it where a Deployment does.
+        "Deployment"
+        | "StatefulSet"
+        | "DaemonSet"
+        | "ReplicaSet"
+        | "Job"
+        | "ReplicationController"
+        | "DeploymentConfig" => Some("/spec/template"),
         "CronJob" => Some("/spec/jobTemplate/spec/template"),
         _ => None,
     }
@@ -261,18 +280,40 @@ pub fn inject_documents(
             message: e.to_string(),
         })?;
         let mut changed = false;
+        let one = |obj: &mut Value, out: &mut Injected| -> Result<bool, WorkloadError> {
+            match inject_object(obj, options, document)? {
+                Some((report, _)) => {
+                    let injected = report.reason == Reason::Injected;
+                    if !injected {
+                        out.untouched.push(untouched_line(
+                            document,
+                            obj,
+                            &format!("not injected ({})", report.reason),
+                        ));
+                    }
+                    out.reports.push(report);
+                    Ok(injected)
+                }
+                None => {
+                    if !value_is_empty(obj) {
+                        out.untouched.push(untouched_line(
+                            document,
+                            obj,
+                            "the kind has no pod template",
+                        ));
+                    }
+                    Ok(false)
+                }
+            }
+        };
         if str_at(&value, "/kind") == "List" {
             if let Some(items) = value.get_mut("items").and_then(Value::as_array_mut) {
                 for item in items {
-                    if let Some((report, _)) = inject_object(item, options, document)? {
-                        changed |= report.reason == Reason::Injected;
-                        out.reports.push(report);
-                    }
+                    changed |= one(item, &mut out)?;
                 }
             }
-        } else if let Some((report, _)) = inject_object(&mut value, options, document)? {
-            changed = report.reason == Reason::Injected;
-            out.reports.push(report);
+        } else {
+            changed = one(&mut value, &mut out)?;
         }
         if changed {
             let yaml = serde_yaml_ng::to_string(&value).map_err(|e| WorkloadError::Yaml {
@@ -290,6 +331,10 @@ pub fn inject_documents(
     }
     out.output = parts.join("---\n");
     Ok(out)
+}
+
+fn value_is_empty(v: &Value) -> bool {
+    v.is_null() || v.as_object().is_some_and(serde_json::Map::is_empty)
 }
 
 /// Parses the first injectable object of a YAML stream into the pod the webhook would see.

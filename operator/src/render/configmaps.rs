@@ -70,8 +70,11 @@ pub(crate) fn injector_config(input: &Input<'_>) -> Result<InjectorConfig, Rende
         never_inject_selector: spec.injection.never_inject_selector.clone(),
         always_inject_selector: spec.injection.always_inject_selector.clone(),
         injected_annotations: BTreeMap::new(),
+        image_pull_secrets: Vec::new(),
+        mount_mtls_certs: false,
         proxy: ProxySettings {
             image: input.eff.proxy_image.clone(),
+            init_image: input.eff.proxy_init_image.clone(),
             resources: input.eff.proxy_resources.clone(),
             hold_application_until_proxy_starts: spec.proxy.hold_application_until_proxy_starts,
             native_sidecar: spec.proxy.native_sidecar,

@@ -19,6 +19,8 @@ pub struct Effective {
     pub mesh_config_map: bool,
     pub access_log_file: String,
     pub proxy_image: String,
+    /// `istio-init`'s image: Istio's `proxyv2` of the hub and tag, whatever `proxy.image` says.
+    pub proxy_init_image: String,
     pub proxy_resources: ProxyResources,
     pub pilot_resources: ResourceRequirements,
     pub gateway_resources: ResourceRequirements,
@@ -43,6 +45,7 @@ pub fn resolve(spec: &MeshConfigSpec) -> Effective {
         proxy_resources.requests = ResourcePair {
             cpu: "10m".into(),
             memory: "40Mi".into(),
+            ..ResourcePair::default()
         };
     }
     // Per-field overlay: setting only requests.cpu keeps the other defaults (unlike Istio).
@@ -79,6 +82,7 @@ pub fn resolve(spec: &MeshConfigSpec) -> Effective {
             .image
             .clone()
             .unwrap_or_else(|| format!("{}/proxyv2:{}", spec.hub, spec.tag)),
+        proxy_init_image: format!("{}/proxyv2:{}", spec.hub, spec.tag),
         proxy_resources,
         pilot_resources,
         gateway_resources,

@@ -1,6 +1,8 @@
 //! Annotation and label names (Istio's, verbatim) and the table of known keys used to warn on
 //! unknown or deprecated `sidecar.istio.io/*` annotations.
 
+/// Pod label naming the workload for telemetry (`ISTIO_META_WORKLOAD_NAME`).
+pub const WORKLOAD_NAME_LABEL: &str = "service.istio.io/workload-name";
 pub const INJECT: &str = "sidecar.istio.io/inject";
 pub const STATUS: &str = "sidecar.istio.io/status";
 pub const PROXY_CPU: &str = "sidecar.istio.io/proxyCPU";

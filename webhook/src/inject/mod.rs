@@ -12,6 +12,7 @@ pub mod iptables;
 pub mod keys;
 pub mod patch;
 pub mod probes;
+pub mod prometheus;
 pub mod render;
 pub mod settings;
 #[cfg(test)]
@@ -319,17 +320,24 @@ fn mutate(
         ];
         for (list, containers) in lists {
             for (i, c) in containers.into_iter().flatten().enumerate() {
-                // Init containers are only reachable through the agent when they are native
-                // sidecars started after a native istio-proxy; in classic mode the agent starts
-                // after them, and a rewritten startup probe would block the pod forever.
+                // Of the init containers only the user's native sidecars (restartPolicy Always)
+                // are probed while the pod runs; Istio rewrites them in both modes.
                 if list == patch::List::InitContainers
-                    && (!s.native_sidecar || c.restart_policy.as_deref() != Some("Always"))
+                    && c.restart_policy.as_deref() != Some("Always")
                 {
                     continue;
                 }
-                for (field, probe) in
-                    probes::rewrite_container(c, s.status_port, &mut probers, warnings)
-                {
+                let mut rewritten =
+                    probes::rewrite_container(c, s.status_port, &mut probers, warnings);
+                if list == patch::List::InitContainers && !s.native_sidecar {
+                    // Deliberately unlike Istio: in classic mode the agent starts after every
+                    // init container, so a native sidecar's startup probe sent to it could
+                    // never pass and the pod would never start. Readiness and liveness are
+                    // rewritten as Istio does.
+                    rewritten.retain(|(field, _)| *field != "startupProbe");
+                    probers.remove(&format!("/app-health/{}/startupz", c.name));
+                }
+                for (field, probe) in rewritten {
                     changes
                         .probes
                         .push((list, i, field, patch::to_value(&probe)?));
@@ -352,30 +360,50 @@ fn mutate(
     let app_probers = (!probers.is_empty())
         .then(|| serde_json::Value::Object(probers.into_iter().collect()).to_string());
 
-    // Metrics merging.
+    // Metrics merging (Istio's rules: any spelling of prometheus.io/scrape, scrape targets, the
+    // mesh's agent status port).
     let pod_annotations = pod.metadata.annotations.as_ref();
-    let scrape_off = pod_annotations
-        .and_then(|a| a.get(keys::PROM_SCRAPE))
-        .is_some_and(|v| v == "false");
-    let merge = s.merge_metrics && s.status_port != 0 && !scrape_off;
-    let prometheus_annotations = if merge {
-        render::prometheus_env(pod_annotations)
+    let merge = if s.merge_metrics && prometheus::scrape_enabled(pod_annotations) {
+        let agent_port = config
+            .mesh
+            .default_config
+            .get("statusPort")
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or(15020);
+        prometheus::merge(pod_annotations, agent_port).map_err(|(annotation, value, problem)| {
+            InjectError::InvalidAnnotations(vec![AnnotationProblem {
+                annotation,
+                value,
+                problem,
+                source: Source::Pod,
+            }])
+        })?
     } else {
         None
     };
+    let prometheus_annotations = merge.as_ref().and_then(|m| m.env.clone());
 
     let workload = identity::workload(pod);
     let ns = req.namespace.name.as_str();
     let facts = render::PodFacts {
         app_containers: app_names.join(","),
         pod_ports,
-        workload_name: &workload.name,
+        // The pod's `service.istio.io/workload-name` label names the workload, as in Istio.
+        workload_name: pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(keys::WORKLOAD_NAME_LABEL))
+            .filter(|n| !n.is_empty())
+            .unwrap_or(&workload.name),
         owner: workload.owner_uri(ns),
         prometheus_annotations,
         app_probers,
     };
     let proxy = render::proxy_container(s, config, &facts);
-    let needs_init = s.native_sidecar || s.interception_mode != InterceptionMode::None;
+    // Interception NONE programs no iptables: no istio-init, native sidecar or not (as Istio).
+    let needs_init = s.interception_mode != InterceptionMode::None;
     let init = needs_init.then(|| render::init_container(s, config));
 
     // Placement, as final indices in the lists.
@@ -429,12 +457,36 @@ fn mutate(
     }
 
     explanation.push(settings_summary(s));
-    let volumes = render::volumes(s);
+    let volumes = render::volumes(
+        s,
+        config,
+        spec.service_account_name.as_deref().unwrap_or_default(),
+    );
+    // Image pull secrets of the config first, then the pod's own (a name only once).
+    let added_secrets: Vec<&str> = config
+        .image_pull_secrets
+        .iter()
+        .map(String::as_str)
+        .collect();
+    if !added_secrets.is_empty() {
+        let own = spec.image_pull_secrets.iter().flatten();
+        let mut all: Vec<k8s_openapi::api::core::v1::LocalObjectReference> = added_secrets
+            .iter()
+            .map(|n| k8s_openapi::api::core::v1::LocalObjectReference {
+                name: n.to_string(),
+            })
+            .collect();
+        all.extend(
+            own.filter(|o| !added_secrets.contains(&o.name.as_str()))
+                .cloned(),
+        );
+        changes.image_pull_secrets = Some(all);
+    }
     let status = Status {
         init_containers: (!status_inits.is_empty()).then_some(status_inits),
         containers: (!status_containers.is_empty()).then_some(status_containers),
         volumes: volumes.iter().map(|v| v.name.as_str()).collect(),
-        image_pull_secrets: None,
+        image_pull_secrets: (!added_secrets.is_empty()).then_some(added_secrets),
         revision: config.revision_name(),
     };
     let status_json =
@@ -474,10 +526,15 @@ fn mutate(
             a.insert(keys::DEFAULT_LOGS_CONTAINER.into(), default);
         }
     }
-    if merge {
+    if let Some(m) = merge {
         a.insert(keys::PROM_SCRAPE.into(), "true".into());
-        a.insert(keys::PROM_PORT.into(), s.status_port.to_string());
+        a.insert(keys::PROM_PORT.into(), m.port);
         a.insert(keys::PROM_PATH.into(), "/stats/prometheus".into());
+        changes.remove_annotations = m
+            .remove
+            .into_iter()
+            .filter(|k| !a.contains_key(k))
+            .collect();
         explanation.push("metrics merging: prometheus.io/* annotations point at the agent".into());
     }
     a.insert(

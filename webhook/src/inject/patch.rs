@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
+use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
 use k8s_openapi::api::core::v1::{Container, Pod, Volume};
 use serde::Serialize;
 use serde_json::Value;
@@ -44,6 +44,10 @@ pub struct Changes {
     pub labels: BTreeMap<String, String>,
     /// Annotations to set (added or overwritten).
     pub annotations: BTreeMap<String, String>,
+    /// Existing annotations to remove (never one that is also set).
+    pub remove_annotations: Vec<String>,
+    /// The pod's new `spec.imagePullSecrets`, when the config adds any.
+    pub image_pull_secrets: Option<Vec<k8s_openapi::api::core::v1::LocalObjectReference>>,
 }
 
 /// Serializes a piece of the pod for the patch.
@@ -139,10 +143,11 @@ pub fn build(pod: &Pod, changes: Changes) -> Result<Patch, InjectError> {
     }
 
     match spec.volumes.as_ref() {
-        Some(existing) => {
+        // Injected volumes go first, as Istio's template merge puts them.
+        Some(_) => {
             for (k, v) in changes.volumes.iter().enumerate() {
                 ops.push(add(
-                    PointerBuf::from_tokens(["spec", "volumes", &(existing.len() + k).to_string()]),
+                    PointerBuf::from_tokens(["spec", "volumes", &k.to_string()]),
                     to_value(v)?,
                 ));
             }
@@ -156,12 +161,23 @@ pub fn build(pod: &Pod, changes: Changes) -> Result<Patch, InjectError> {
         None => {}
     }
 
+    if let Some(secrets) = &changes.image_pull_secrets {
+        ops.push(add(
+            PointerBuf::from_tokens(["spec", "imagePullSecrets"]),
+            to_value(secrets)?,
+        ));
+    }
     add_map(
         &mut ops,
         "labels",
         pod.metadata.labels.is_some(),
         changes.labels,
     );
+    for k in &changes.remove_annotations {
+        ops.push(PatchOperation::Remove(RemoveOperation {
+            path: PointerBuf::from_tokens(["metadata", "annotations", k.as_str()]),
+        }));
+    }
     add_map(
         &mut ops,
         "annotations",

@@ -1,24 +1,24 @@
 //! Renders the injected containers and volumes: `istio-init`, `istio-proxy` and the volumes the
 //! real `proxyv2` image needs to bootstrap and reach istiod. Names, paths and env are Istio's.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, DownwardAPIVolumeFile,
     DownwardAPIVolumeSource, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, HTTPGetAction,
     Lifecycle, LifecycleHandler, ObjectFieldSelector, Probe, ProjectedVolumeSource,
-    ResourceFieldSelector, SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount,
-    VolumeProjection,
+    ResourceFieldSelector, SecretVolumeSource, SecurityContext, ServiceAccountTokenProjection,
+    Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::iptables::{self, PROXY_UID};
 use super::settings::Settings;
-use crate::config::{InjectorConfig, InterceptionMode};
+use crate::config::{InboundTrafficPolicy, InjectorConfig, InterceptionMode};
 
 pub const PROXY_NAME: &str = "istio-proxy";
 pub const INIT_NAME: &str = "istio-init";
+/// Secret volume of `mountMtlsCerts` (certificates mounted at `/etc/certs/`).
+const MTLS_CERTS_VOLUME: &str = "istio-certs";
 /// Envoy's health port, probed by the kubelet.
 const HEALTH_PORT: i32 = 15021;
 /// Envoy's Prometheus port.
@@ -114,7 +114,7 @@ pub fn init_container(s: &Settings<'_>, config: &InjectorConfig) -> Container {
     let env = proxy_metadata_env(s);
     Container {
         name: INIT_NAME.into(),
-        image: Some(s.image.to_string()),
+        image: Some(s.init_image.to_string()),
         image_pull_policy: pull_policy(s),
         args: Some(iptables::args(s, config)),
         env: (!env.is_empty()).then_some(env),
@@ -176,7 +176,8 @@ pub fn proxy_container(
         format!("--proxyComponentLogLevel={}", s.component_log_level),
         format!("--log_output_level={}", s.agent_log_level),
     ];
-    if let Some(c) = s.concurrency {
+    // Istio passes a concurrency only when it is positive (0 lets the agent size it).
+    if let Some(c) = s.concurrency.filter(|c| *c > 0) {
         args.push("--concurrency".into());
         args.push(c.to_string());
     }
@@ -194,6 +195,8 @@ pub fn proxy_container(
         env("ISTIO_META_POD_PORTS", facts.pod_ports.clone()),
         env("ISTIO_META_APP_CONTAINERS", facts.app_containers.clone()),
         resource_env("GOMEMLIMIT", "limits.memory", None),
+        // Istio 1.32: the agent's Go runtime sized to the proxy's CPU limit.
+        resource_env("GOMAXPROCS", "limits.cpu", Some("1")),
         env("ISTIO_META_CLUSTER_ID", mesh.cluster_id.clone()),
         field_env("ISTIO_META_NODE_NAME", "spec.nodeName"),
         env("ISTIO_META_INTERCEPTION_MODE", s.interception_mode.as_str()),
@@ -202,6 +205,21 @@ pub fn proxy_container(
         env("ISTIO_META_MESH_ID", mesh.trust_domain.clone()),
         env("TRUST_DOMAIN", mesh.trust_domain.clone()),
     ];
+    if mesh.inbound_traffic_policy == InboundTrafficPolicy::Localhost {
+        env.push(self::env(
+            "REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION",
+            "true",
+        ));
+    }
+    if !mesh.compliance_policy.is_empty() {
+        env.push(self::env(
+            "COMPLIANCE_POLICY",
+            mesh.compliance_policy.clone(),
+        ));
+        if mesh.compliance_policy == "fips-140-3" {
+            env.push(self::env("GODEBUG", "fips140=only"));
+        }
+    }
     env.extend(proxy_metadata_env(s));
     if s.bootstrap_override.is_some() {
         env.push(env_bootstrap_override());
@@ -223,9 +241,6 @@ pub fn proxy_container(
         mount("istiod-ca-cert", "/var/run/secrets/istio"),
         mount("istio-ca-crl", "/var/run/secrets/istio/crl"),
         mount("istio-data", "/var/lib/istio/data"),
-        mount("istio-envoy", "/etc/istio/proxy"),
-        mount("istio-token", "/var/run/secrets/tokens"),
-        mount("istio-podinfo", "/etc/istio/pod"),
     ];
     if s.bootstrap_override.is_some() {
         mounts.push(mount(
@@ -233,6 +248,15 @@ pub fn proxy_container(
             "/etc/istio/custom-bootstrap",
         ));
     }
+    mounts.push(mount("istio-envoy", "/etc/istio/proxy"));
+    mounts.push(mount("istio-token", "/var/run/secrets/tokens"));
+    if config.mount_mtls_certs {
+        mounts.push(VolumeMount {
+            read_only: Some(true),
+            ..mount(MTLS_CERTS_VOLUME, "/etc/certs/")
+        });
+    }
+    mounts.push(mount("istio-podinfo", "/etc/istio/pod"));
     for (name, m) in &s.user_volume_mounts {
         let mut m = m.clone();
         m.name = name.clone();
@@ -269,7 +293,7 @@ pub fn proxy_container(
             pre_stop: Some(exec_hook(&[
                 "pilot-agent",
                 "request",
-                &format!("--debug-port={}", s.status_port.max(1)),
+                &format!("--debug-port={}", s.status_port),
                 "POST",
                 "drain",
             ])),
@@ -357,8 +381,9 @@ fn downward(path: &str, field: &str) -> DownwardAPIVolumeFile {
     }
 }
 
-/// The pod volumes, in [`VOLUME_NAMES`] order, then the optional ones.
-pub fn volumes(s: &Settings<'_>) -> Vec<Volume> {
+/// The pod volumes, in [`VOLUME_NAMES`] order, then the optional ones. `service_account` names
+/// the pod's ServiceAccount (empty: `default`), for `mountMtlsCerts`.
+pub fn volumes(s: &Settings<'_>, config: &InjectorConfig, service_account: &str) -> Vec<Volume> {
     let mut v = vec![
         empty_dir("workload-socket", None),
         empty_dir("credential-socket", None),
@@ -394,6 +419,22 @@ pub fn volumes(s: &Settings<'_>) -> Vec<Volume> {
         config_map("istiod-ca-cert", "istio-ca-root-cert", false),
         config_map("istio-ca-crl", "istio-ca-crl", true),
     ];
+    if config.mount_mtls_certs {
+        let sa = if service_account.is_empty() {
+            "default"
+        } else {
+            service_account
+        };
+        v.push(Volume {
+            name: MTLS_CERTS_VOLUME.into(),
+            secret: Some(SecretVolumeSource {
+                optional: Some(true),
+                secret_name: Some(format!("istio.{sa}")),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
     if let Some(cm) = s.bootstrap_override {
         v.push(config_map("custom-bootstrap-volume", cm, false));
     }
@@ -403,20 +444,4 @@ pub fn volumes(s: &Settings<'_>) -> Vec<Volume> {
         v.push(vol);
     }
     v
-}
-
-/// `prometheus.io/*` originals as pilot-agent's `ISTIO_PROMETHEUS_ANNOTATIONS` JSON.
-pub fn prometheus_env(annotations: Option<&BTreeMap<String, String>>) -> Option<String> {
-    let a = annotations?;
-    let mut m = serde_json::Map::new();
-    for (key, field) in [
-        (super::keys::PROM_SCRAPE, "scrape"),
-        (super::keys::PROM_PATH, "path"),
-        (super::keys::PROM_PORT, "port"),
-    ] {
-        if let Some(v) = a.get(key) {
-            m.insert(field.into(), serde_json::Value::String(v.clone()));
-        }
-    }
-    (!m.is_empty()).then(|| serde_json::Value::Object(m).to_string())
 }

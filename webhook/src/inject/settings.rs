@@ -26,6 +26,8 @@ pub struct AnnotationProblem {
 #[derive(Debug)]
 pub struct Settings<'a> {
     pub image: Cow<'a, str>,
+    /// `istio-init`'s image: the config's, with the image type suffix (not `proxyImage`).
+    pub init_image: Cow<'a, str>,
     pub image_pull_policy: &'a str,
     pub resources: ResourceRequirements,
     pub interception_mode: InterceptionMode,
@@ -163,48 +165,61 @@ pub fn resolve<'a>(
 
     // Resources, per field (deliberately better than Istio: the other defaults stay).
     let res = &proxy.resources;
-    let (cpu_req, cpu_req_q) = resource(&mut r, keys::PROXY_CPU, &res.requests.cpu);
-    let (mem_req, mem_req_q) = resource(&mut r, keys::PROXY_MEMORY, &res.requests.memory);
-    let (cpu_lim, cpu_lim_q) = resource(&mut r, keys::PROXY_CPU_LIMIT, &res.limits.cpu);
-    let (mem_lim, mem_lim_q) = resource(&mut r, keys::PROXY_MEMORY_LIMIT, &res.limits.memory);
+    let (mut cpu_req, cpu_req_q) = resource(&mut r, keys::PROXY_CPU, &res.requests.cpu);
+    let (mut mem_req, mem_req_q) = resource(&mut r, keys::PROXY_MEMORY, &res.requests.memory);
+    let (mut cpu_lim, cpu_lim_q) = resource(&mut r, keys::PROXY_CPU_LIMIT, &res.limits.cpu);
+    let (mut mem_lim, mem_lim_q) = resource(&mut r, keys::PROXY_MEMORY_LIMIT, &res.limits.memory);
+    // A user's value is never refused because of a default: the conflicting default is dropped
+    // (with a warning). Only a user's own request above the user's own limit is refused.
     for (req_key, req, req_q, lim_key, lim, lim_q) in [
         (
             keys::PROXY_CPU,
-            cpu_req,
+            &mut cpu_req,
             cpu_req_q,
             keys::PROXY_CPU_LIMIT,
-            cpu_lim,
+            &mut cpu_lim,
             cpu_lim_q,
         ),
         (
             keys::PROXY_MEMORY,
-            mem_req,
+            &mut mem_req,
             mem_req_q,
             keys::PROXY_MEMORY_LIMIT,
-            mem_lim,
+            &mut mem_lim,
             mem_lim_q,
         ),
     ] {
-        if let (Some(rq), Some(lq)) = (req_q, lim_q)
-            && rq > lq
-        {
-            let problem = format!(
-                "request {} is greater than the limit {}",
-                req.unwrap_or_default(),
-                lim.unwrap_or_default()
-            );
-            // Blame the annotation the user set (the request when both or neither are set).
-            let key = if r.ann.get(req_key).is_some() || r.ann.get(lim_key).is_none() {
-                req_key
-            } else {
-                lim_key
-            };
-            if r.ann.get(key).is_some() {
-                r.problem(key, problem);
+        let (Some(rq), Some(lq)) = (req_q, lim_q) else {
+            continue;
+        };
+        if rq <= lq {
+            continue;
+        }
+        let (req_text, lim_text) = (req.unwrap_or_default(), lim.unwrap_or_default());
+        match (r.ann.get(req_key).is_some(), r.ann.get(lim_key).is_some()) {
+            (true, true) => r.problem(
+                req_key,
+                format!("request {req_text} is greater than the limit {lim_text} ({lim_key})"),
+            ),
+            (true, false) => {
+                r.warnings.push(format!(
+                    "{req_key}={req_text} is above the default limit {lim_text}: the default \
+                     limit is dropped (set {lim_key} to keep one)"
+                ));
+                *lim = None;
             }
+            (false, true) => {
+                r.warnings.push(format!(
+                    "{lim_key}={lim_text} is below the default request {req_text}: the default \
+                     request is dropped (set {req_key} to keep one)"
+                ));
+                *req = None;
+            }
+            // Both defaults: the config is checked when it is loaded.
+            (false, false) => {}
         }
     }
-    let quantities = |cpu: Option<&str>, mem: Option<&str>| {
+    let quantities = |cpu: Option<&str>, mem: Option<&str>, storage: &str| {
         let mut m = BTreeMap::new();
         if let Some(c) = cpu {
             m.insert("cpu".to_string(), K8sQuantity(c.to_string()));
@@ -212,19 +227,28 @@ pub fn resolve<'a>(
         if let Some(mm) = mem {
             m.insert("memory".to_string(), K8sQuantity(mm.to_string()));
         }
+        if !storage.is_empty() {
+            m.insert(
+                "ephemeral-storage".to_string(),
+                K8sQuantity(storage.to_string()),
+            );
+        }
         (!m.is_empty()).then_some(m)
     };
     let resources = ResourceRequirements {
-        requests: quantities(cpu_req, mem_req),
-        limits: quantities(cpu_lim, mem_lim),
+        requests: quantities(cpu_req, mem_req, &res.requests.ephemeral_storage),
+        limits: quantities(cpu_lim, mem_lim, &res.limits.ephemeral_storage),
         ..Default::default()
     };
 
     // Image.
     let mut image: Cow<'a, str> = Cow::Borrowed(proxy.image.as_str());
+    let mut init_image: Cow<'a, str> = Cow::Borrowed(proxy.init_image.as_str());
     if let Some(custom) = r.get(keys::PROXY_IMAGE, parse::parse_image) {
         if custom.contains('/') {
+            // Istio's template applies the annotation to istio-init too.
             image = Cow::Borrowed(custom);
+            init_image = Cow::Borrowed(custom);
         } else {
             r.warnings.push(format!(
                 "annotation {}=\"{}\" is ignored: like Istio, only a full image reference containing '/' is used",
@@ -242,6 +266,9 @@ pub fn resolve<'a>(
                 keys::PROXY_IMAGE_TYPE,
                 format!("cannot apply to image {image}: it has a digest or no tag"),
             ),
+        }
+        if let Some(s) = with_tag_suffix(&init_image, suffix) {
+            init_image = Cow::Owned(s);
         }
     }
 
@@ -303,16 +330,16 @@ pub fn resolve<'a>(
         .unwrap_or(proxy.status_port);
     let readiness_initial_delay = r
         .get(keys::READINESS_INITIAL_DELAY, parse::parse_non_negative_i32)
-        .unwrap_or(0);
+        .unwrap_or(proxy.readiness_initial_delay_seconds);
     let readiness_period = r
         .get(keys::READINESS_PERIOD, parse::parse_non_negative_i32)
-        .unwrap_or(15);
+        .unwrap_or(proxy.readiness_period_seconds);
     let readiness_failure_threshold = r
         .get(
             keys::READINESS_FAILURE_THRESHOLD,
             parse::parse_non_negative_i32,
         )
-        .unwrap_or(4);
+        .unwrap_or(proxy.readiness_failure_threshold);
 
     let native_sidecar = r
         .get(keys::NATIVE_SIDECAR, parse::parse_bool)
@@ -350,6 +377,7 @@ pub fn resolve<'a>(
     }
     Ok(Settings {
         image,
+        init_image,
         image_pull_policy: &proxy.image_pull_policy,
         resources,
         interception_mode,

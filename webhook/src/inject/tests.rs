@@ -371,3 +371,99 @@ fn thread_cpu_ns() -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// The injected pod: the patch applied to the input.
+fn injected(input: &Value, out: &Outcome) -> Value {
+    let mut v = input.clone();
+    json_patch::patch(&mut v, &out.patch).expect("patch applies");
+    v
+}
+
+#[test]
+fn a_users_resource_value_drops_the_conflicting_default_with_a_warning() {
+    let input = json!({"metadata": {"name": "p", "annotations": {
+        "sidecar.istio.io/proxyCPU": "4000m",
+        "sidecar.istio.io/proxyMemoryLimit": "64Mi"}},
+        "spec": {"containers": [{"name": "app", "image": "a"}]}});
+    let out = run(&pod(input.clone()), &InjectorConfig::default()).unwrap();
+    let pod = injected(&input, &out);
+    let proxy = &pod["spec"]["containers"][1]["resources"];
+    assert_eq!(proxy["requests"]["cpu"], "4000m");
+    assert_eq!(proxy["limits"].get("cpu"), None, "{proxy}");
+    assert_eq!(proxy["limits"]["memory"], "64Mi");
+    assert_eq!(proxy["requests"].get("memory"), None, "{proxy}");
+    assert_eq!(
+        out.warnings
+            .iter()
+            .filter(|w| w.contains("is dropped"))
+            .count(),
+        2,
+        "{:?}",
+        out.warnings
+    );
+    // The user's own request above the user's own limit is still refused, naming both.
+    let both = pod_with(&[
+        ("sidecar.istio.io/proxyCPU", "2"),
+        ("sidecar.istio.io/proxyCPULimit", "1"),
+    ]);
+    let err = run(&both, &InjectorConfig::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("proxyCPU=\"2\"") && err.contains("proxyCPULimit"),
+        "{err}"
+    );
+}
+
+fn pod_with(annotations: &[(&str, &str)]) -> Pod {
+    let a: serde_json::Map<String, Value> = annotations
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::from(*v)))
+        .collect();
+    pod(json!({"metadata": {"name": "p", "annotations": a},
+        "spec": {"containers": [{"name": "app", "image": "a"}]}}))
+}
+
+#[test]
+fn interception_none_adds_no_istio_init_even_as_native_sidecar() {
+    let mut config = InjectorConfig::default();
+    config.proxy.native_sidecar = true;
+    let p = pod_with(&[("sidecar.istio.io/interceptionMode", "NONE")]);
+    let input = serde_json::to_value(&p).unwrap();
+    let out = run(&p, &config).unwrap();
+    let pod = injected(&input, &out);
+    let names: Vec<&str> = pod["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["istio-proxy"]);
+}
+
+#[test]
+fn metrics_merge_clears_every_spelling_and_honours_false() {
+    let off = pod_with(&[("prometheus.io.scrape", "false")]);
+    let out = run(&off, &InjectorConfig::default()).unwrap();
+    assert!(
+        !op_paths(&out)
+            .iter()
+            .any(|p| p.contains("prometheus.io~1port"))
+    );
+    let on = pod_with(&[("prometheus-io/path", "/m"), ("prometheus.io/port", "9090")]);
+    let input = serde_json::to_value(&on).unwrap();
+    let out = run(&on, &InjectorConfig::default()).unwrap();
+    let pod = injected(&input, &out);
+    let a = pod["metadata"]["annotations"].as_object().unwrap();
+    assert!(!a.contains_key("prometheus-io/path"), "{a:?}");
+    assert_eq!(a["prometheus.io/port"], "15020");
+    assert_eq!(a["prometheus.io/path"], "/stats/prometheus");
+    let env = pod["spec"]["containers"][1]["env"].as_array().unwrap();
+    let prom = env
+        .iter()
+        .find(|e| e["name"] == "ISTIO_PROMETHEUS_ANNOTATIONS")
+        .unwrap();
+    let v: Value = serde_json::from_str(prom["value"].as_str().unwrap()).unwrap();
+    assert_eq!(v["path"], "/m");
+    assert_eq!(v["port"], "9090");
+}

@@ -19,7 +19,11 @@ pub struct Diff {
 
 impl fmt::Display for Diff {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: Istio {} / Skjold {}", self.path, self.want, self.got)
+        write!(
+            f,
+            "{}: Istio {} / Skjold {}",
+            self.path, self.want, self.got
+        )
     }
 }
 
@@ -85,10 +89,10 @@ fn normalise(v: &mut Value, key: &str) {
                     }
                 }
             }
-            if let Some(Value::String(s)) = m.get(skjold_webhook::inject::keys::STATUS) {
-                if let Ok(parsed) = serde_json::from_str::<Value>(s) {
-                    m.insert(skjold_webhook::inject::keys::STATUS.into(), parsed);
-                }
+            if let Some(Value::String(s)) = m.get(skjold_webhook::inject::keys::STATUS)
+                && let Ok(parsed) = serde_json::from_str::<Value>(s)
+            {
+                m.insert(skjold_webhook::inject::keys::STATUS.into(), parsed);
             }
             // Skjold's own bookkeeping annotations are not part of the comparison.
             m.retain(|k, _| !k.starts_with("skjold.io/"));
@@ -97,7 +101,10 @@ fn normalise(v: &mut Value, key: &str) {
                 "fieldRef" if m.get("apiVersion") == Some(&Value::from("v1")) => {
                     m.remove("apiVersion");
                 }
-                "resourceFieldRef" if m.get("divisor").is_some_and(|d| quantity(d).as_deref() == Some("1000")) => {
+                "resourceFieldRef"
+                    if m.get("divisor")
+                        .is_some_and(|d| quantity(d).as_deref() == Some("1000")) =>
+                {
                     m.remove("divisor");
                 }
                 "readinessProbe" | "livenessProbe" | "startupProbe"
@@ -270,7 +277,9 @@ pub fn diff(want: &Value, got: &Value, path: &str, out: &mut Vec<Diff>) {
 }
 
 fn is_named_list(l: &[Value]) -> bool {
-    !l.is_empty() && l.iter().all(|x| x.get("name").and_then(Value::as_str).is_some())
+    !l.is_empty()
+        && l.iter()
+            .all(|x| x.get("name").and_then(Value::as_str).is_some())
 }
 
 fn is_scalars(l: &[Value]) -> bool {
