@@ -14,7 +14,9 @@ use std::path::PathBuf;
 use parity::{cases, compare, run};
 
 fn golden_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("SKJOLD_ISTIO_GOLDEN_DIR") {
+    if let Ok(dir) = std::env::var("SKJOLD_ISTIO_GOLDEN_DIR")
+        && !dir.is_empty()
+    {
         return PathBuf::from(dir);
     }
     let module = format!(

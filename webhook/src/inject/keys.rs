@@ -2,6 +2,8 @@
 //! unknown or deprecated `sidecar.istio.io/*` annotations.
 
 /// Pod label naming the workload for telemetry (`ISTIO_META_WORKLOAD_NAME`).
+/// Pod annotation choosing Istio's injection templates (comma-separated names).
+pub const INJECT_TEMPLATES: &str = "inject.istio.io/templates";
 pub const WORKLOAD_NAME_LABEL: &str = "service.istio.io/workload-name";
 pub const INJECT: &str = "sidecar.istio.io/inject";
 pub const STATUS: &str = "sidecar.istio.io/status";

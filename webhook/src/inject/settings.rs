@@ -372,6 +372,31 @@ pub fn resolve<'a>(
         .unwrap_or_default();
     let bootstrap_override = r.text(keys::BOOTSTRAP_OVERRIDE, parse::parse_dns_subdomain);
 
+    if let Some((value, _)) = r.raw(keys::INJECT_TEMPLATES) {
+        for name in value.split(',').map(str::trim) {
+            match name {
+                "sidecar" => {}
+                "gateway" | "grpc-simple" | "grpc-agent" | "waypoint" | "kube-gateway" => {
+                    r.warnings.push(format!(
+                        "{}: Istio's template \"{name}\" is not built into Skjold yet; the \
+                         standard sidecar template is used",
+                        keys::INJECT_TEMPLATES
+                    ));
+                }
+                other => {
+                    let shown = super::decision::short(other);
+                    r.problem(
+                        keys::INJECT_TEMPLATES,
+                        format!(
+                            "unknown injection template \"{shown}\"; Skjold has \"sidecar\" \
+                             (Istio's gateway, grpc-simple and grpc-agent are not built in yet)"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
     if !r.problems.is_empty() {
         return Err(r.problems);
     }

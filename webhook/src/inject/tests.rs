@@ -467,3 +467,20 @@ fn metrics_merge_clears_every_spelling_and_honours_false() {
     assert_eq!(v["path"], "/m");
     assert_eq!(v["port"], "9090");
 }
+
+#[test]
+fn an_unknown_injection_template_is_refused_by_name() {
+    let p = pod_with(&[("inject.istio.io/templates", "sidecar,mytemplate")]);
+    let err = run(&p, &InjectorConfig::default()).unwrap_err().to_string();
+    assert!(
+        err.contains("inject.istio.io/templates") && err.contains("mytemplate"),
+        "{err}"
+    );
+    let p = pod_with(&[("inject.istio.io/templates", "grpc-agent")]);
+    let out = run(&p, &InjectorConfig::default()).unwrap();
+    assert!(
+        out.warnings.iter().any(|w| w.contains("grpc-agent")),
+        "{:?}",
+        out.warnings
+    );
+}
