@@ -1,9 +1,9 @@
 //! Annotation and label names (Istio's, verbatim) and the table of known keys used to warn on
 //! unknown or deprecated `sidecar.istio.io/*` annotations.
 
-/// Pod label naming the workload for telemetry (`ISTIO_META_WORKLOAD_NAME`).
 /// Pod annotation choosing Istio's injection templates (comma-separated names).
 pub const INJECT_TEMPLATES: &str = "inject.istio.io/templates";
+/// Pod label naming the workload for telemetry (`ISTIO_META_WORKLOAD_NAME`).
 pub const WORKLOAD_NAME_LABEL: &str = "service.istio.io/workload-name";
 pub const INJECT: &str = "sidecar.istio.io/inject";
 pub const STATUS: &str = "sidecar.istio.io/status";

@@ -327,17 +327,17 @@ fn mutate(
                 {
                     continue;
                 }
-                let mut rewritten =
-                    probes::rewrite_container(c, s.status_port, &mut probers, warnings);
-                if list == patch::List::InitContainers && !s.native_sidecar {
-                    // Deliberately unlike Istio: in classic mode the agent starts after every
-                    // init container, so a native sidecar's startup probe sent to it could
-                    // never pass and the pod would never start. Readiness and liveness are
-                    // rewritten as Istio does.
-                    rewritten.retain(|(field, _)| *field != "startupProbe");
-                    probers.remove(&format!("/app-health/{}/startupz", c.name));
-                }
-                for (field, probe) in rewritten {
+                // Deliberately unlike Istio: in classic mode the agent starts after every init
+                // container, so a native sidecar's startup probe sent to it could never pass and
+                // the pod would never start. Readiness and liveness are rewritten as Istio does.
+                let with_startup = list == patch::List::Containers || s.native_sidecar;
+                for (field, probe) in probes::rewrite_container(
+                    c,
+                    s.status_port,
+                    with_startup,
+                    &mut probers,
+                    warnings,
+                ) {
                     changes
                         .probes
                         .push((list, i, field, patch::to_value(&probe)?));

@@ -120,13 +120,20 @@ fn named_port_warning(container: &str, kind: Kind, port: &IntOrString) -> String
 
 /// Rewrites the probes of `container` without touching it: returns each rewritten probe with
 /// its JSON field name (`livenessProbe`, ...) and adds the originals to `probers`.
+/// `with_startup: false` leaves the startup probe as it is (and out of the probers).
 pub fn rewrite_container(
     container: &Container,
     status_port: u16,
+    with_startup: bool,
     probers: &mut BTreeMap<String, Value>,
     warnings: &mut Vec<String>,
 ) -> Vec<(&'static str, Probe)> {
     let mut rewritten = Vec::new();
+    let startup = if with_startup {
+        &container.startup_probe
+    } else {
+        &None
+    };
     for (probe, kind, field) in [
         (&container.liveness_probe, Kind::Liveness, "livenessProbe"),
         (
@@ -134,7 +141,7 @@ pub fn rewrite_container(
             Kind::Readiness,
             "readinessProbe",
         ),
-        (&container.startup_probe, Kind::Startup, "startupProbe"),
+        (startup, Kind::Startup, "startupProbe"),
     ] {
         let Some(original) = probe else { continue };
         let mut p = original.clone();

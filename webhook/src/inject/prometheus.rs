@@ -6,6 +6,9 @@
 
 use std::collections::BTreeMap;
 
+// Go's `strconv.ParseBool`, which Istio applies to the scrape annotation.
+use super::annotations::parse_bool;
+
 /// The pieces of one merge.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Merge {
@@ -42,22 +45,13 @@ fn sanitise(key: &str) -> String {
         .collect()
 }
 
-/// Go's `strconv.ParseBool`.
-pub fn parse_go_bool(v: &str) -> Option<bool> {
-    match v {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
-}
-
 /// Whether the app allows scraping (any spelling of `prometheus.io/scrape`; default true).
 pub fn scrape_enabled(annotations: Option<&BTreeMap<String, String>>) -> bool {
     annotations
         .into_iter()
         .flatten()
         .filter(|(k, _)| sanitise(k) == SCRAPE)
-        .find_map(|(_, v)| parse_go_bool(v))
+        .find_map(|(_, v)| parse_bool(v).ok())
         .unwrap_or(true)
 }
 

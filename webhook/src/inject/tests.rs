@@ -65,15 +65,11 @@ fn patch_applies_to_bare_pod_and_creates_metadata_maps() {
         paths.contains(&"add /spec/containers/1".to_string()),
         "{paths:?}"
     );
-    let mut patched = input;
-    json_patch::patch(&mut patched, &out.patch).unwrap();
-    let names: Vec<&str> = patched["spec"]["containers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["app", "istio-proxy"]);
+    let patched = injected(&input, &out);
+    assert_eq!(
+        names(&patched["spec"]["containers"]),
+        ["app", "istio-proxy"]
+    );
     assert_eq!(
         patched["metadata"]["labels"]["security.istio.io/tlsMode"],
         "istio"
@@ -372,6 +368,15 @@ fn thread_cpu_ns() -> Option<u64> {
         .ok()
 }
 
+/// The `name`s of a container list.
+fn names(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .expect("a list")
+        .iter()
+        .map(|c| c["name"].as_str().expect("a name"))
+        .collect()
+}
+
 /// The injected pod: the patch applied to the input.
 fn injected(input: &Value, out: &Outcome) -> Value {
     let mut v = input.clone();
@@ -432,13 +437,7 @@ fn interception_none_adds_no_istio_init_even_as_native_sidecar() {
     let input = serde_json::to_value(&p).unwrap();
     let out = run(&p, &config).unwrap();
     let pod = injected(&input, &out);
-    let names: Vec<&str> = pod["spec"]["initContainers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["istio-proxy"]);
+    assert_eq!(names(&pod["spec"]["initContainers"]), ["istio-proxy"]);
 }
 
 #[test]
