@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Client;
 use kube::api::Api;
 
@@ -331,6 +332,67 @@ impl<'c> Mesh<'c> {
         let result = wait_injected_dry_run(&client, &ns).await;
         k8s::delete_namespace(&client, &ns).await;
         result.map_err(|e| anyhow!("{e:#}; logs:\n{}", self.logs(30)))
+    }
+
+    /// The operator's half of a MeshConfig edit: waits until the `mesh` key of ConfigMap
+    /// `istio-system/istio` (what istiod reads) satisfies `check`, and returns the time waited.
+    /// Fails at once, with its log, if the operator has exited.
+    pub async fn wait_mesh_configmap(
+        &self,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&serde_yaml_ng::Value) -> std::result::Result<(), String>,
+    ) -> Result<Duration> {
+        let start = std::time::Instant::now();
+        let client = self.cluster.client().await?;
+        let cms: Api<ConfigMap> = Api::namespaced(client, CONTROL_PLANE_NS);
+        let name = skjold_operator::render::names::mesh_config_map("default");
+        let (check, name) = (&check, name.as_str());
+        wait_for(what, timeout, || {
+            let cms = cms.clone();
+            let operator = self.check_processes();
+            async move {
+                if let Err(e) = operator {
+                    return Poll::Failed(format!("{e:#}"));
+                }
+                let cm = match cms.get_opt(name).await {
+                    Ok(Some(cm)) => cm,
+                    Ok(None) => return Poll::Pending(format!("no ConfigMap {name}")),
+                    Err(e) => return Poll::Pending(e.to_string()),
+                };
+                let text = cm
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get("mesh"))
+                    .cloned()
+                    .unwrap_or_default();
+                match serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text) {
+                    Ok(mesh) => match check(&mesh) {
+                        Ok(()) => Poll::Ready(()),
+                        Err(why) => Poll::Pending(format!("ConfigMap {name}: {why}")),
+                    },
+                    Err(e) => Poll::Pending(format!("ConfigMap {name} key mesh: {e}")),
+                }
+            }
+        })
+        .await
+        .map_err(|e| {
+            anyhow!(
+                "{e:#}\n--- skjold-operator log ---\n{}",
+                self.operator_log_tail(20)
+            )
+        })?;
+        Ok(start.elapsed())
+    }
+
+    /// The last `lines` lines of the operator's log.
+    pub fn operator_log_tail(&self, lines: usize) -> String {
+        self.operator
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|p| p.log_tail(lines))
+            .unwrap_or_default()
     }
 
     /// Runs a scenario; on failure the error carries the tails of all logs (control plane,

@@ -21,7 +21,11 @@ use skjold_operator::crd::MeshConfig;
 /// istiod needs its informers synced and its CA, DNS and webhook certificates before `/ready`.
 const ISTIOD_READY: Duration = Duration::from_secs(180);
 /// The guides' promise: mesh-wide edits reach the proxies within seconds, without restarts.
-const PUSH: Duration = Duration::from_secs(5);
+/// Typically 0.2 s here; the bound covers istiod's own debounce, which holds a push back for up
+/// to `PILOT_DEBOUNCE_MAX` (10 s) while other changes keep arriving.
+const PUSH: Duration = Duration::from_secs(15);
+/// The operator's half of an edit: MeshConfig -> ConfigMap `istio`.
+const RENDER: Duration = Duration::from_secs(10);
 
 /// Skjold (operator + webhook) and istiod of this test process, started once.
 fn mesh() -> Result<(&'static Mesh<'static>, &'static Istiod)> {
@@ -156,6 +160,28 @@ async fn injected_pod(
     report_pod_running(cluster, ns, name, ip).await
 }
 
+/// What istiod did after an edit that did not arrive: its last pushes and mesh reloads, and the
+/// probe's last lines.
+fn push_diagnostics(istiod: &Istiod, probe: &XdsProbe) -> String {
+    let log = istiod.log();
+    let pushes: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.contains("Push debounce") || l.contains("mesh configuration") || l.contains("error")
+        })
+        .collect();
+    format!(
+        "--- istiod: last pushes and mesh reloads ---\n{}\n--- xds probe ---\n{}",
+        pushes[pushes.len().saturating_sub(8)..].join("\n"),
+        probe
+            .log_tail(3)
+            .lines()
+            .map(|l| l.chars().take(400).collect::<String>())
+            .collect::<Vec<_>>()
+            .join("\n")
+    )
+}
+
 fn outbound(s: &Value) -> String {
     s["outbound_catch_all"]
         .as_str()
@@ -166,7 +192,7 @@ fn outbound(s: &Value) -> String {
 /// The guides' mesh settings in istiod's own output, and live edits of them.
 #[tokio::test]
 async fn istiod_serves_access_log_and_outbound_policy_and_follows_edits() -> Result<()> {
-    let (mesh, _istiod) = mesh()?;
+    let (mesh, istiod) = mesh()?;
     let cluster = mesh.cluster();
     let result = in_namespace(cluster, "xds", &[("istio-injection", "enabled")], |ns| async move {
         let pod = injected_pod(cluster, &ns, "web", &[("app", "web")], "10.244.0.11").await?;
@@ -197,6 +223,17 @@ async fn istiod_serves_access_log_and_outbound_policy_and_follows_edits() -> Res
             cluster.patch_meshconfig(p)
         };
         patch(r#"{"spec":{"meshConfig":{"outboundTrafficPolicy":{"mode":"ALLOW_ANY"},"accessLogEncoding":"JSON"}}}"#)?;
+        let rendered = mesh
+            .wait_mesh_configmap("the operator to render ALLOW_ANY + JSON", RENDER, |m| {
+                let (mode, enc) = (&m["outboundTrafficPolicy"]["mode"], &m["accessLogEncoding"]);
+                if mode.as_str() == Some("ALLOW_ANY") && enc.as_str() == Some("JSON") {
+                    Ok(())
+                } else {
+                    Err(format!("outboundTrafficPolicy.mode {mode:?}, accessLogEncoding {enc:?}"))
+                }
+            })
+            .await?;
+        println!("kubectl patch meshconfig -> ConfigMap istio: {:.2}s", rendered.as_secs_f64());
         let (_, took) = probe
             .wait("ALLOW_ANY and JSON access logs after the patch", PUSH, |s| {
                 let logs = access_logs(s);
@@ -208,17 +245,37 @@ async fn istiod_serves_access_log_and_outbound_policy_and_follows_edits() -> Res
                 }
                 Ok(())
             })
-            .await?;
-        println!("kubectl patch meshconfig -> ALLOW_ANY + JSON in istiod's push: {:.2}s", took.as_secs_f64());
+            .await
+            .map_err(|e| anyhow!("{e:#}\n{}", push_diagnostics(istiod, &probe)))?;
+        println!("ConfigMap istio -> ALLOW_ANY + JSON in istiod's push: {:.2}s more", took.as_secs_f64());
         patch(r#"{"spec":{"meshConfig":{"accessLogFile":""}}}"#)?;
+        mesh.wait_mesh_configmap("the operator to render accessLogFile \"\"", RENDER, |m| {
+            match m["accessLogFile"].as_str() {
+                None | Some("") => Ok(()),
+                Some(f) => Err(format!("accessLogFile {f:?}")),
+            }
+        })
+        .await?;
         let (_, took) = probe
             .wait("no access log after accessLogFile \"\"", PUSH, |s| {
                 let logs = access_logs(s);
                 if logs.is_empty() { Ok(()) } else { Err(format!("access logs {logs:?}")) }
             })
-            .await?;
-        println!("accessLogFile \"\" -> no access log: {:.2}s", took.as_secs_f64());
+            .await
+            .map_err(|e| anyhow!("{e:#}\n{}", push_diagnostics(istiod, &probe)))?;
+        println!("accessLogFile \"\" rendered -> no access log pushed: {:.2}s", took.as_secs_f64());
         mesh.restore_default_meshconfig()?;
+        if let Err(e) = mesh
+            .wait_mesh_configmap("the operator to render the restored REGISTRY_ONLY", RENDER, |m| {
+                match m["outboundTrafficPolicy"]["mode"].as_str() {
+                    Some("REGISTRY_ONLY") => Ok(()),
+                    other => Err(format!("outboundTrafficPolicy.mode {other:?}")),
+                }
+            })
+            .await
+        {
+            eprintln!("WARNING (known issue, see docs/e2e.md): {e:#}");
+        }
         // Cleanup, not an assertion: the edits above are the promise under test. Seen in 2 of
         // about 15 runs: after the restore the probe still showed PassthroughCluster after 30 s;
         // the cause is not found yet (docs/e2e.md, "Known issues"), so it is reported, not hidden.
@@ -228,7 +285,7 @@ async fn istiod_serves_access_log_and_outbound_policy_and_follows_edits() -> Res
             })
             .await;
         if let Err(e) = restored {
-            eprintln!("WARNING (known issue, see docs/e2e.md): {e:#}\n{}", probe.log_tail(5));
+            eprintln!("WARNING (known issue, see docs/e2e.md): {e:#}\n{}", push_diagnostics(istiod, &probe));
         }
         anyhow::Ok(())
     })
