@@ -24,8 +24,8 @@ const ISTIOD_READY: Duration = Duration::from_secs(180);
 /// Typically 0.2 s here; the bound covers istiod's own debounce, which holds a push back for up
 /// to `PILOT_DEBOUNCE_MAX` (10 s) while other changes keep arriving.
 const PUSH: Duration = Duration::from_secs(15);
-/// The operator's half of an edit: MeshConfig -> ConfigMap `istio`.
-const RENDER: Duration = Duration::from_secs(10);
+/// The operator's half of an edit (MeshConfig -> ConfigMap `istio`): the 5 s.
+const RENDER: Duration = Duration::from_secs(5);
 
 /// Skjold (operator + webhook) and istiod of this test process, started once.
 fn mesh() -> Result<(&'static Mesh<'static>, &'static Istiod)> {
