@@ -67,24 +67,14 @@ fn label<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
     pod.metadata.labels.as_ref()?.get(key).map(String::as_str)
 }
 
-/// Whether the pod was already injected (status annotation or an `istio-proxy` container).
+/// Whether the pod was already injected (its `sidecar.istio.io/status` annotation). A user's
+/// own `istio-proxy` container without it is an override, merged over the injected one.
 pub fn already_injected(pod: &Pod) -> Option<&'static str> {
-    if pod
-        .metadata
+    pod.metadata
         .annotations
         .as_ref()
         .is_some_and(|a| a.contains_key(keys::STATUS))
-    {
-        return Some("annotation sidecar.istio.io/status present");
-    }
-    let spec = pod.spec.as_ref()?;
-    let in_list = |list: Option<&Vec<k8s_openapi::api::core::v1::Container>>| {
-        list.is_some_and(|l| l.iter().any(|c| c.name == super::render::PROXY_NAME))
-    };
-    if in_list(Some(&spec.containers)) || in_list(spec.init_containers.as_ref()) {
-        return Some("a container named istio-proxy is present");
-    }
-    None
+        .then_some("annotation sidecar.istio.io/status present")
 }
 
 /// Decides whether to inject; never fails except on an invalid selector in the config.

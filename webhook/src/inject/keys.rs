@@ -40,6 +40,9 @@ pub const READINESS_PERIOD: &str = "readiness.status.sidecar.istio.io/periodSeco
 pub const READINESS_FAILURE_THRESHOLD: &str = "readiness.status.sidecar.istio.io/failureThreshold";
 
 pub const PROXY_CONFIG: &str = "proxy.istio.io/config";
+/// A user's own `istio-proxy`/`istio-init` as merged over the injected one (re-applied on
+/// re-injection).
+pub const PROXY_OVERRIDES: &str = "proxy.istio.io/overrides";
 pub const MERGE_METRICS: &str = "prometheus.istio.io/merge-metrics";
 
 pub const PROM_SCRAPE: &str = "prometheus.io/scrape";

@@ -10,6 +10,7 @@ pub mod decision;
 pub mod identity;
 pub mod iptables;
 pub mod keys;
+pub mod overrides;
 pub mod patch;
 pub mod probes;
 pub mod prometheus;
@@ -301,8 +302,26 @@ fn mutate(
     };
     let mut changes = patch::Changes::default();
 
+    // Interception NONE programs no iptables: no istio-init, native sidecar or not (as Istio).
+    let needs_init = s.interception_mode != InterceptionMode::None;
+    // A user's own istio-proxy (and istio-init, when one is injected) is merged over ours.
+    let names: &[&'static str] = if needs_init {
+        &[render::INIT_NAME, render::PROXY_NAME]
+    } else {
+        &[render::PROXY_NAME]
+    };
+    let overrides = overrides::find(pod, names)?;
+    let overridden =
+        |list: patch::List, i: usize| overrides.iter().any(|o| o.at == Some((list, i)));
+
     // Facts about the app containers.
-    let app_names: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
+    let app_names: Vec<&str> = spec
+        .containers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !overridden(patch::List::Containers, *i))
+        .map(|(_, c)| c.name.as_str())
+        .collect();
     let ports: Vec<serde_json::Value> = spec
         .containers
         .iter()
@@ -320,6 +339,9 @@ fn mutate(
         ];
         for (list, containers) in lists {
             for (i, c) in containers.into_iter().flatten().enumerate() {
+                if overridden(list, i) {
+                    continue;
+                }
                 // Of the init containers only the user's native sidecars (restartPolicy Always)
                 // are probed while the pod runs; Istio rewrites them in both modes.
                 if list == patch::List::InitContainers
@@ -401,13 +423,40 @@ fn mutate(
         prometheus_annotations,
         app_probers,
     };
-    let proxy = render::proxy_container(s, config, &facts);
-    // Interception NONE programs no iptables: no istio-init, native sidecar or not (as Istio).
-    let needs_init = s.interception_mode != InterceptionMode::None;
-    let init = needs_init.then(|| render::init_container(s, config));
+    let mut proxy = render::proxy_container(s, config, &facts);
+    let mut init = needs_init.then(|| render::init_container(s, config));
+    let mut applied: Vec<(patch::List, &overrides::Override)> = Vec::new();
+    for o in &overrides {
+        let (target, list) = match o.name {
+            render::PROXY_NAME if s.native_sidecar => (&mut proxy, patch::List::InitContainers),
+            render::PROXY_NAME => (&mut proxy, patch::List::Containers),
+            _ => match init.as_mut() {
+                Some(i) => (i, patch::List::InitContainers),
+                None => continue,
+            },
+        };
+        *target = overrides::apply(target, &o.overlay)?;
+        applied.push((list, o));
+        if let Some(at) = o.at {
+            changes.removes.push(at);
+        }
+        explanation.push(format!(
+            "the pod's own {} merged over the injected one (proxy.istio.io/overrides)",
+            o.name
+        ));
+    }
+    if let Some(o) = overrides.iter().find(|o| o.name == render::PROXY_NAME) {
+        adjust_init_user(o, s, &mut proxy, init.as_mut());
+    }
+    let removed = |list: patch::List| changes.removes.iter().filter(|(l, _)| *l == list).count();
+    let (removed_inits, removed_containers) = (
+        removed(patch::List::InitContainers),
+        removed(patch::List::Containers),
+    );
 
-    // Placement, as final indices in the lists.
-    let user_inits = spec.init_containers.as_ref().map_or(0, Vec::len);
+    // Placement, as final indices in the lists (after the overrides' removal).
+    let user_inits = spec.init_containers.as_ref().map_or(0, Vec::len) - removed_inits;
+    let app_count = spec.containers.len() - removed_containers;
     let mut status_inits: Vec<&str> = Vec::new();
     let mut status_containers: Vec<&str> = Vec::new();
     if s.native_sidecar {
@@ -448,7 +497,7 @@ fn mutate(
         } else {
             changes
                 .inserts
-                .push((patch::List::Containers, spec.containers.len(), proxy));
+                .push((patch::List::Containers, app_count, proxy));
             explanation.push("mode: classic sidecar (istio-proxy after the app containers)".into());
         }
     }
@@ -545,10 +594,43 @@ fn mutate(
     for (k, v) in &config.injected_annotations {
         a.insert(k.clone(), v.clone());
     }
+    if !applied.is_empty() {
+        a.insert(
+            keys::PROXY_OVERRIDES.into(),
+            overrides::annotation(&applied),
+        );
+    }
     a.insert(keys::STATUS.into(), status_json);
     // Setting a value that is already there is not a change.
     a.retain(|k, v| existing(k) != Some(v));
     Ok(changes)
+}
+
+/// A user's `istio-proxy` that sets `runAsUser`/`runAsGroup` runs the proxy as that user, so
+/// istio-init's iptables owner match (`-u`) follows a non-zero uid; in TPROXY mode the proxy itself
+/// must stay uid 0 (as Istio's `adjustInitContainerUser`).
+fn adjust_init_user(
+    o: &overrides::Override,
+    s: &settings::Settings<'_>,
+    proxy: &mut k8s_openapi::api::core::v1::Container,
+    init: Option<&mut k8s_openapi::api::core::v1::Container>,
+) {
+    let user = o.overlay["securityContext"]["runAsUser"].as_i64();
+    if s.interception_mode == InterceptionMode::Tproxy
+        && user.is_some()
+        && let Some(sc) = proxy.security_context.as_mut()
+    {
+        sc.run_as_user = Some(0);
+    }
+    let (Some(uid), Some(init)) = (user.filter(|u| *u != 0), init) else {
+        return;
+    };
+    if let Some(args) = init.args.as_mut()
+        && let Some(i) = args.iter().position(|a| a == "-u")
+        && i + 1 < args.len()
+    {
+        args[i + 1] = uid.to_string();
+    }
 }
 
 /// One explanation line with the effective proxy settings (after annotations and defaults).

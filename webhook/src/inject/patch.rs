@@ -36,7 +36,9 @@ impl List {
 pub struct Changes {
     /// Rewritten probes and lifecycle hooks: list, container index, JSON field, new value.
     pub probes: Vec<(List, usize, &'static str, Value)>,
-    /// Inserted containers at their final index, ascending per list.
+    /// The user's own override containers, removed (indices in the pod as sent).
+    pub removes: Vec<(List, usize)>,
+    /// Inserted containers at their final index (after the removals), ascending per list.
     pub inserts: Vec<(List, usize, Container)>,
     /// Volumes appended to `spec.volumes`.
     pub volumes: Vec<Volume>,
@@ -107,6 +109,15 @@ pub fn build(pod: &Pod, changes: Changes) -> Result<Patch, InjectError> {
         ops.push(PatchOperation::Replace(ReplaceOperation {
             path: PointerBuf::from_tokens(["spec", list.field(), &index.to_string(), field]),
             value: probe.clone(),
+        }));
+    }
+
+    // Then the removals, from the back so the indices stay those of the pod as sent.
+    let mut removes = changes.removes.clone();
+    removes.sort_by_key(|(l, i)| (*l == List::Containers, std::cmp::Reverse(*i)));
+    for (list, index) in removes {
+        ops.push(PatchOperation::Remove(RemoveOperation {
+            path: PointerBuf::from_tokens(["spec", list.field(), &index.to_string()]),
         }));
     }
 

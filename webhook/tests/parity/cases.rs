@@ -401,16 +401,9 @@ pub fn explained(case: &str, path: &str) -> Option<&'static str> {
 /// listed, not failed, so the test still fails on any new difference; each entry goes when the
 /// behaviour lands.
 pub const GAPS: &[(&str, &str)] = &[
-    ("proxy-override.yaml.injected", OVERRIDE),
-    ("only-proxy-container.yaml.injected", OVERRIDE),
-    ("proxy-override-args.yaml.injected", OVERRIDE),
-    ("proxy-override-args-native.yaml.injected", OVERRIDE),
-    ("proxy-override-runas.yaml.injected", OVERRIDE),
-    ("proxy-override-runas.yaml.tproxy.injected", OVERRIDE),
     ("gateway.yaml.injected", TEMPLATES),
     ("gateway-with-default-container.yaml.injected", TEMPLATES),
     ("gateway-spire.yaml.injected", TEMPLATES),
-    ("multiple-templates.yaml.injected", TEMPLATES),
     ("grpc-simple.yaml.injected", TEMPLATES),
     ("grpc-agent.yaml.injected", TEMPLATES),
     ("sidecar-spire.yaml.injected", CUSTOM),
@@ -422,8 +415,6 @@ pub const GAPS: &[(&str, &str)] = &[
     ),
 ];
 
-const OVERRIDE: &str =
-    "a user-supplied istio-proxy container is not yet merged over the injected one";
 const TEMPLATES: &str =
     "inject.istio.io/templates (gateway, grpc-simple, grpc-agent) not yet built in";
 const CUSTOM: &str = "custom injection templates from the install values not yet supported";

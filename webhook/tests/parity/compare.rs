@@ -89,10 +89,17 @@ fn normalise(v: &mut Value, key: &str) {
                     }
                 }
             }
-            if let Some(Value::String(s)) = m.get(skjold_webhook::inject::keys::STATUS)
-                && let Ok(parsed) = serde_json::from_str::<Value>(s)
-            {
-                m.insert(skjold_webhook::inject::keys::STATUS.into(), parsed);
+            // JSON annotations compared parsed (and their containers normalised).
+            for key in [
+                skjold_webhook::inject::keys::STATUS,
+                skjold_webhook::inject::keys::PROXY_OVERRIDES,
+            ] {
+                if let Some(Value::String(s)) = m.get(key)
+                    && let Ok(mut parsed) = serde_json::from_str::<Value>(s)
+                {
+                    normalise(&mut parsed, "");
+                    m.insert(key.into(), parsed);
+                }
             }
             // Skjold's own bookkeeping annotations are not part of the comparison.
             m.retain(|k, _| !k.starts_with("skjold.io/"));
