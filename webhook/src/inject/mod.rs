@@ -303,7 +303,9 @@ fn mutate(
     let mut changes = patch::Changes::default();
 
     // Interception NONE programs no iptables: no istio-init, native sidecar or not (as Istio).
-    let needs_init = s.interception_mode != InterceptionMode::None;
+    // The gateway template programs none either: the gateway is the pod's main process.
+    let needs_init =
+        s.interception_mode != InterceptionMode::None && s.template == settings::Template::Sidecar;
     // A user's own istio-proxy (and istio-init, when one is injected) is merged over ours.
     let names: &[&'static str] = if needs_init {
         &[render::INIT_NAME, render::PROXY_NAME]
@@ -423,7 +425,16 @@ fn mutate(
         prometheus_annotations,
         app_probers,
     };
-    let mut proxy = render::proxy_container(s, config, &facts);
+    let mut proxy = match s.template {
+        settings::Template::Sidecar => render::proxy_container(s, config, &facts),
+        settings::Template::Gateway => {
+            changes.sysctls = Some(render::gateway_sysctls());
+            explanation.push(
+                "template: gateway (proxy router, no istio-init, pod may bind ports < 1024)".into(),
+            );
+            render::gateway_container(s, config, &facts)
+        }
+    };
     let mut init = needs_init.then(|| render::init_container(s, config));
     let mut applied: Vec<(patch::List, &overrides::Override)> = Vec::new();
     for o in &overrides {
@@ -501,7 +512,7 @@ fn mutate(
             explanation.push("mode: classic sidecar (istio-proxy after the app containers)".into());
         }
     }
-    if !needs_init {
+    if !needs_init && s.template == settings::Template::Sidecar {
         explanation.push("interception mode NONE: no istio-init".into());
     }
 
@@ -549,7 +560,10 @@ fn mutate(
             changes.labels.insert(key.to_string(), value);
         }
     };
-    add_label(keys::TLS_MODE_LABEL, "istio".into());
+    // A gateway terminates mTLS itself: the gateway template sets no tlsMode label.
+    if s.template == settings::Template::Sidecar {
+        add_label(keys::TLS_MODE_LABEL, "istio".into());
+    }
     let canonical_name = identity::canonical_name(pod, &workload);
     if !canonical_name.is_empty() {
         add_label(keys::CANONICAL_NAME_LABEL, canonical_name);

@@ -48,6 +48,8 @@ pub struct Changes {
     pub annotations: BTreeMap<String, String>,
     /// Existing annotations to remove (never one that is also set).
     pub remove_annotations: Vec<String>,
+    /// `spec.securityContext.sysctls` to set (the gateway template's).
+    pub sysctls: Option<Vec<k8s_openapi::api::core::v1::Sysctl>>,
     /// The pod's new `spec.imagePullSecrets`, when the config adds any.
     pub image_pull_secrets: Option<Vec<k8s_openapi::api::core::v1::LocalObjectReference>>,
 }
@@ -172,6 +174,19 @@ pub fn build(pod: &Pod, changes: Changes) -> Result<Patch, InjectError> {
         None => {}
     }
 
+    if let Some(sysctls) = &changes.sysctls {
+        // A strategic merge replaces the list inside the pod's securityContext.
+        ops.push(match spec.security_context {
+            Some(_) => add(
+                PointerBuf::from_tokens(["spec", "securityContext", "sysctls"]),
+                to_value(sysctls)?,
+            ),
+            None => add(
+                PointerBuf::from_tokens(["spec", "securityContext"]),
+                serde_json::json!({ "sysctls": to_value(sysctls)? }),
+            ),
+        });
+    }
     if let Some(secrets) = &changes.image_pull_secrets {
         ops.push(add(
             PointerBuf::from_tokens(["spec", "imagePullSecrets"]),

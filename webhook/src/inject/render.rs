@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::iptables::{self, PROXY_UID};
-use super::settings::Settings;
+use super::settings::{Settings, Template};
 use crate::config::{InboundTrafficPolicy, InjectorConfig, InterceptionMode};
 
 pub const PROXY_NAME: &str = "istio-proxy";
@@ -331,6 +331,128 @@ pub fn proxy_container(
     }
 }
 
+/// `istio-proxy` of Istio's `gateway` template: the pod is the gateway (`proxy router`). Only
+/// what that template renders: no iptables or probe settings of a sidecar, uid 1337 without the
+/// sidecar's hardening (the gateway's Deployment brings its own), no resources (the gateway's
+/// Deployment sets them), a readiness probe on Envoy's health port.
+pub fn gateway_container(
+    s: &Settings<'_>,
+    config: &InjectorConfig,
+    facts: &PodFacts<'_>,
+) -> Container {
+    let mesh = &config.mesh;
+    let args = vec![
+        "proxy".to_string(),
+        "router".into(),
+        "--domain".into(),
+        "$(POD_NAMESPACE).svc.cluster.local".into(),
+        format!("--proxyLogLevel={}", s.log_level),
+        format!("--proxyComponentLogLevel={}", s.component_log_level),
+        format!("--log_output_level={}", s.agent_log_level),
+    ];
+    let proxy_config_json = serde_json::to_string(&s.proxy_config).unwrap_or_else(|_| "{}".into());
+    let mut env = vec![
+        env("PILOT_CERT_PROVIDER", "istiod"),
+        env("CA_ADDR", mesh.discovery_address.clone()),
+        field_env("POD_NAME", "metadata.name"),
+        field_env("POD_NAMESPACE", "metadata.namespace"),
+        field_env("INSTANCE_IP", "status.podIP"),
+        field_env("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+        field_env("HOST_IP", "status.hostIP"),
+        resource_env("ISTIO_CPU_LIMIT", "limits.cpu", Some("1")),
+        env("PROXY_CONFIG", proxy_config_json),
+        env("ISTIO_META_POD_PORTS", facts.pod_ports.clone()),
+        resource_env("GOMEMLIMIT", "limits.memory", None),
+        resource_env("GOMAXPROCS", "limits.cpu", Some("1")),
+    ];
+    if !mesh.compliance_policy.is_empty() {
+        env.push(self::env(
+            "COMPLIANCE_POLICY",
+            mesh.compliance_policy.clone(),
+        ));
+        if mesh.compliance_policy == "fips-140-3" {
+            env.push(self::env("GODEBUG", "fips140=only"));
+        }
+    }
+    env.extend([
+        self::env("ISTIO_META_APP_CONTAINERS", facts.app_containers.clone()),
+        self::env("ISTIO_META_CLUSTER_ID", mesh.cluster_id.clone()),
+        field_env("ISTIO_META_NODE_NAME", "spec.nodeName"),
+        self::env("ISTIO_META_INTERCEPTION_MODE", s.interception_mode.as_str()),
+        self::env("ISTIO_META_WORKLOAD_NAME", facts.workload_name),
+        self::env("ISTIO_META_OWNER", facts.owner.clone()),
+    ]);
+    if s.bootstrap_override.is_some() {
+        env.push(env_bootstrap_override());
+    }
+    env.push(self::env("ISTIO_META_MESH_ID", mesh.trust_domain.clone()));
+    env.push(self::env("TRUST_DOMAIN", mesh.trust_domain.clone()));
+    env.extend(proxy_metadata_env(s));
+    if let Some(p) = &facts.prometheus_annotations {
+        env.push(self::env("ISTIO_PROMETHEUS_ANNOTATIONS", p.clone()));
+    }
+    if let Some(p) = &facts.app_probers {
+        env.push(self::env("ISTIO_KUBE_APP_PROBERS", p.clone()));
+    }
+
+    let mut mounts = vec![
+        mount("workload-socket", "/var/run/secrets/workload-spiffe-uds"),
+        mount("credential-socket", "/var/run/secrets/credential-uds"),
+        mount(
+            "workload-certs",
+            "/var/run/secrets/workload-spiffe-credentials",
+        ),
+        mount("istiod-ca-cert", "/var/run/secrets/istio"),
+        mount("istio-data", "/var/lib/istio/data"),
+    ];
+    if s.bootstrap_override.is_some() {
+        mounts.push(mount(
+            "custom-bootstrap-volume",
+            "/etc/istio/custom-bootstrap",
+        ));
+    }
+    mounts.push(mount("istio-envoy", "/etc/istio/proxy"));
+    mounts.push(mount("istio-token", "/var/run/secrets/tokens"));
+    if config.mount_mtls_certs {
+        mounts.push(VolumeMount {
+            read_only: Some(true),
+            ..mount(MTLS_CERTS_VOLUME, "/etc/certs/")
+        });
+    }
+    mounts.push(mount("istio-podinfo", "/etc/istio/pod"));
+
+    Container {
+        name: PROXY_NAME.into(),
+        image: Some(s.image.to_string()),
+        image_pull_policy: pull_policy(s),
+        args: Some(args),
+        env: Some(env),
+        ports: Some(vec![ContainerPort {
+            container_port: ENVOY_PROM_PORT,
+            name: Some("http-envoy-prom".into()),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        readiness_probe: Some(ready_probe(s, false)),
+        security_context: Some(SecurityContext {
+            run_as_user: Some(PROXY_UID),
+            run_as_group: Some(PROXY_UID),
+            ..Default::default()
+        }),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    }
+}
+
+/// The gateway template's pod-level setting: Envoy may bind ports below 1024 without a
+/// capability.
+pub fn gateway_sysctls() -> Vec<k8s_openapi::api::core::v1::Sysctl> {
+    vec![k8s_openapi::api::core::v1::Sysctl {
+        name: "net.ipv4.ip_unprivileged_port_start".into(),
+        value: "0".into(),
+    }]
+}
+
 fn env_bootstrap_override() -> EnvVar {
     env(
         "ISTIO_BOOTSTRAP_OVERRIDE",
@@ -384,10 +506,17 @@ fn downward(path: &str, field: &str) -> DownwardAPIVolumeFile {
 /// The pod volumes, in [`VOLUME_NAMES`] order, then the optional ones. `service_account` names
 /// the pod's ServiceAccount (empty: `default`), for `mountMtlsCerts`.
 pub fn volumes(s: &Settings<'_>, config: &InjectorConfig, service_account: &str) -> Vec<Volume> {
+    let gateway = s.template == Template::Gateway;
     let mut v = vec![
         empty_dir("workload-socket", None),
         empty_dir("credential-socket", None),
         empty_dir("workload-certs", None),
+    ];
+    // The gateway template lists its bootstrap volume early and has no CRL volume.
+    if gateway && let Some(cm) = s.bootstrap_override {
+        v.push(config_map("custom-bootstrap-volume", cm, false));
+    }
+    v.extend([
         empty_dir("istio-envoy", Some("Memory")),
         empty_dir("istio-data", None),
         Volume {
@@ -417,8 +546,10 @@ pub fn volumes(s: &Settings<'_>, config: &InjectorConfig, service_account: &str)
             ..Default::default()
         },
         config_map("istiod-ca-cert", "istio-ca-root-cert", false),
-        config_map("istio-ca-crl", "istio-ca-crl", true),
-    ];
+    ]);
+    if !gateway {
+        v.push(config_map("istio-ca-crl", "istio-ca-crl", true));
+    }
     if config.mount_mtls_certs {
         let sa = if service_account.is_empty() {
             "default"
@@ -434,6 +565,9 @@ pub fn volumes(s: &Settings<'_>, config: &InjectorConfig, service_account: &str)
             }),
             ..Default::default()
         });
+    }
+    if gateway {
+        return v;
     }
     if let Some(cm) = s.bootstrap_override {
         v.push(config_map("custom-bootstrap-volume", cm, false));

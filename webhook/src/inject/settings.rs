@@ -25,6 +25,8 @@ pub struct AnnotationProblem {
 /// The resolved settings one injection renders from.
 #[derive(Debug)]
 pub struct Settings<'a> {
+    /// The injection template (`inject.istio.io/templates`).
+    pub template: Template,
     pub image: Cow<'a, str>,
     /// `istio-init`'s image: the config's, with the image type suffix (not `proxyImage`).
     pub init_image: Cow<'a, str>,
@@ -57,6 +59,26 @@ pub struct Settings<'a> {
     pub bootstrap_override: Option<&'a str>,
     pub cap_net_bind_service: bool,
     pub concurrency: Option<i64>,
+}
+
+/// Istio's built-in injection templates Skjold renders.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Template {
+    /// `sidecar`: istio-init (or none with interception NONE) and the proxy as a sidecar.
+    #[default]
+    Sidecar,
+    /// `gateway`: the pod is a gateway (`proxy router`); no iptables, never a native sidecar,
+    /// the proxy's resources are the pod author's.
+    Gateway,
+}
+
+impl Template {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Template::Sidecar => "sidecar",
+            Template::Gateway => "gateway",
+        }
+    }
 }
 
 /// Collects problems while reading annotations.
@@ -372,35 +394,56 @@ pub fn resolve<'a>(
         .unwrap_or_default();
     let bootstrap_override = r.text(keys::BOOTSTRAP_OVERRIDE, parse::parse_dns_subdomain);
 
+    let mut template = Template::Sidecar;
     if let Some((value, _)) = r.raw(keys::INJECT_TEMPLATES) {
+        let mut chosen: Vec<Template> = Vec::new();
         for name in value.split(',').map(str::trim) {
-            match name {
-                "sidecar" => {}
-                "gateway" | "grpc-simple" | "grpc-agent" | "waypoint" | "kube-gateway" => {
+            let t = match name {
+                "sidecar" => Template::Sidecar,
+                "gateway" => Template::Gateway,
+                "grpc-simple" | "grpc-agent" | "waypoint" | "kube-gateway" => {
                     r.warnings.push(format!(
                         "{}: Istio's template \"{name}\" is not built into Skjold yet; the \
                          standard sidecar template is used",
                         keys::INJECT_TEMPLATES
                     ));
+                    Template::Sidecar
                 }
                 other => {
                     let shown = super::decision::short(other);
                     r.problem(
                         keys::INJECT_TEMPLATES,
                         format!(
-                            "unknown injection template \"{shown}\"; Skjold has \"sidecar\" \
-                             (Istio's gateway, grpc-simple and grpc-agent are not built in yet)"
+                            "unknown injection template \"{shown}\"; Skjold has \"sidecar\" and \
+                             \"gateway\" (Istio's grpc-simple and grpc-agent are not built in yet)"
                         ),
                     );
+                    continue;
                 }
+            };
+            if !chosen.contains(&t) {
+                chosen.push(t);
             }
+        }
+        match chosen.as_slice() {
+            [] => {}
+            [one] => template = *one,
+            _ => r.problem(
+                keys::INJECT_TEMPLATES,
+                "the templates \"sidecar\" and \"gateway\" cannot be combined: a pod is a \
+                 sidecar-injected workload or a gateway"
+                    .into(),
+            ),
         }
     }
 
     if !r.problems.is_empty() {
         return Err(r.problems);
     }
+    // A gateway's proxy is the pod's main container: never a native sidecar, no iptables.
+    let native_sidecar = native_sidecar && template == Template::Sidecar;
     Ok(Settings {
+        template,
         image,
         init_image,
         image_pull_policy: &proxy.image_pull_policy,

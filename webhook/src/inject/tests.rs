@@ -483,3 +483,17 @@ fn an_unknown_injection_template_is_refused_by_name() {
         out.warnings
     );
 }
+
+#[test]
+fn the_gateway_template_cannot_be_combined_with_the_sidecar() {
+    let p = pod_with(&[("inject.istio.io/templates", "gateway, sidecar")]);
+    let err = run(&p, &InjectorConfig::default()).unwrap_err().to_string();
+    assert!(
+        err.contains("inject.istio.io/templates") && err.contains("cannot be combined"),
+        "{err}"
+    );
+    // Repeating one template is that template.
+    let p = pod_with(&[("inject.istio.io/templates", "gateway,gateway")]);
+    let out = run(&p, &InjectorConfig::default()).unwrap();
+    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+}
