@@ -77,6 +77,17 @@ impl Istiod {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.pod.log_path()).unwrap_or_default()
     }
+
+    /// The mesh config istiod itself holds now (its `/debug/mesh` on the HTTP debug port 8080),
+    /// to tell "istiod did not see the ConfigMap change" from "istiod did not push it".
+    pub async fn debug_mesh(&self) -> Result<serde_json::Value> {
+        let addr = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 8080));
+        let (code, body) = crate::https::http_get(addr, "/debug/mesh").await?;
+        if code != 200 {
+            bail!("istiod /debug/mesh: HTTP {code}: {body}");
+        }
+        serde_json::from_str(&body).with_context(|| format!("istiod /debug/mesh: {body}"))
+    }
 }
 
 /// An exclusive lock on the machine-wide ports istiod listens on.

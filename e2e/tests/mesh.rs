@@ -9,7 +9,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, ensure};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use serde_json::Value;
@@ -160,9 +160,16 @@ async fn injected_pod(
     report_pod_running(cluster, ns, name, ip).await
 }
 
-/// What istiod did after an edit that did not arrive: its last pushes and mesh reloads, and the
-/// probe's last lines.
-fn push_diagnostics(istiod: &Istiod, probe: &XdsProbe) -> String {
+/// What istiod did after an edit that did not arrive: the mesh config it holds itself, its last
+/// pushes and mesh reloads, and the probe's last lines.
+async fn push_diagnostics(istiod: &Istiod, probe: &XdsProbe) -> String {
+    let held = match istiod.debug_mesh().await {
+        Ok(m) => format!(
+            "outboundTrafficPolicy {}, accessLogFile {}, accessLogEncoding {}",
+            m["outboundTrafficPolicy"], m["accessLogFile"], m["accessLogEncoding"]
+        ),
+        Err(e) => format!("{e:#}"),
+    };
     let log = istiod.log();
     let pushes: Vec<&str> = log
         .lines()
@@ -171,7 +178,7 @@ fn push_diagnostics(istiod: &Istiod, probe: &XdsProbe) -> String {
         })
         .collect();
     format!(
-        "--- istiod: last pushes and mesh reloads ---\n{}\n--- xds probe ---\n{}",
+        "--- istiod holds (/debug/mesh) ---\n{held}\n--- istiod: last pushes and mesh reloads ---\n{}\n--- xds probe ---\n{}",
         pushes[pushes.len().saturating_sub(8)..].join("\n"),
         probe
             .log_tail(3)
@@ -234,7 +241,7 @@ async fn istiod_serves_access_log_and_outbound_policy_and_follows_edits() -> Res
             })
             .await?;
         println!("kubectl patch meshconfig -> ConfigMap istio: {:.2}s", rendered.as_secs_f64());
-        let (_, took) = probe
+        let pushed = probe
             .wait("ALLOW_ANY and JSON access logs after the patch", PUSH, |s| {
                 let logs = access_logs(s);
                 if outbound(s) != "PassthroughCluster" {
@@ -245,9 +252,20 @@ async fn istiod_serves_access_log_and_outbound_policy_and_follows_edits() -> Res
                 }
                 Ok(())
             })
-            .await
-            .map_err(|e| anyhow!("{e:#}\n{}", push_diagnostics(istiod, &probe)))?;
+            .await;
+        let took = match pushed {
+            Ok((_, took)) => took,
+            Err(e) => bail!("{e:#}\n{}", push_diagnostics(istiod, &probe).await),
+        };
         println!("ConfigMap istio -> ALLOW_ANY + JSON in istiod's push: {:.2}s more", took.as_secs_f64());
+        // istiod's own view (what `istioctl` reads) agrees with what it pushed.
+        let held = istiod.debug_mesh().await?;
+        ensure!(
+            held["outboundTrafficPolicy"]["mode"] == "ALLOW_ANY" && held["accessLogEncoding"] == "JSON",
+            "istiod's /debug/mesh: outboundTrafficPolicy {}, accessLogEncoding {}",
+            held["outboundTrafficPolicy"],
+            held["accessLogEncoding"]
+        );
         patch(r#"{"spec":{"meshConfig":{"accessLogFile":""}}}"#)?;
         mesh.wait_mesh_configmap("the operator to render accessLogFile \"\"", RENDER, |m| {
             match m["accessLogFile"].as_str() {
@@ -256,13 +274,16 @@ async fn istiod_serves_access_log_and_outbound_policy_and_follows_edits() -> Res
             }
         })
         .await?;
-        let (_, took) = probe
+        let pushed = probe
             .wait("no access log after accessLogFile \"\"", PUSH, |s| {
                 let logs = access_logs(s);
                 if logs.is_empty() { Ok(()) } else { Err(format!("access logs {logs:?}")) }
             })
-            .await
-            .map_err(|e| anyhow!("{e:#}\n{}", push_diagnostics(istiod, &probe)))?;
+            .await;
+        let took = match pushed {
+            Ok((_, took)) => took,
+            Err(e) => bail!("{e:#}\n{}", push_diagnostics(istiod, &probe).await),
+        };
         println!("accessLogFile \"\" rendered -> no access log pushed: {:.2}s", took.as_secs_f64());
         mesh.restore_default_meshconfig()?;
         if let Err(e) = mesh
@@ -285,7 +306,7 @@ async fn istiod_serves_access_log_and_outbound_policy_and_follows_edits() -> Res
             })
             .await;
         if let Err(e) = restored {
-            eprintln!("WARNING (known issue, see docs/e2e.md): {e:#}\n{}", push_diagnostics(istiod, &probe));
+            eprintln!("WARNING (known issue, see docs/e2e.md): {e:#}\n{}", push_diagnostics(istiod, &probe).await);
         }
         anyhow::Ok(())
     })
