@@ -129,7 +129,7 @@ check "default: pre-delete cleanup hook Job" \
 check "default: operator may update its CRD only by name" \
   bash -c 'grep -B1 -A1 "resourceNames: \[\"meshconfigs.skjold.io\"\]" <<<"$1" | grep -q customresourcedefinitions' _ "$(doc "$f" ClusterRole skjold-operator)"
 webhook_rules=$( { doc "$f" ClusterRole skjold-webhook; doc "$f" Role skjold-webhook; } | rules)
-check "default: webhook RBAC has 3 rules" test "$(count 'verbs:' <<<"$webhook_rules")" -eq 3
+check "default: webhook RBAC has 4 rules" test "$(count 'verbs:' <<<"$webhook_rules")" -eq 4
 check "default: webhook writes nothing but events" \
   bash -c '! grep -E "\"(create|patch|update|delete|escalate|bind)\"" <<<"$1" | grep -qv "\"events\""' _ "$webhook_rules"
 check "default: webhook cannot read Secrets" bash -c '! grep -q secrets <<<"$1"' _ "$webhook_rules"

@@ -265,6 +265,7 @@ pub fn explain_text(
         pod,
         namespace: ns,
         config,
+        nodes: skjold_webhook::inject::NodeSupport::Unknown,
     });
     match result {
         Ok(outcome) => {

@@ -81,6 +81,7 @@ pub fn inject_checked(pod: &Pod, namespace: &NamespaceInfo) -> Result<Outcome, S
         pod,
         namespace,
         config: config(),
+        nodes: skjold_webhook::inject::NodeSupport::Unknown,
     };
     let outcome = match inject::inject(&request) {
         Ok(outcome) => outcome,
@@ -112,6 +113,7 @@ pub fn inject_checked(pod: &Pod, namespace: &NamespaceInfo) -> Result<Outcome, S
         pod: &patched,
         namespace,
         config: config(),
+        nodes: skjold_webhook::inject::NodeSupport::Unknown,
     })
     .unwrap_or_else(|e| panic!("re-injection of the patched pod refused: {e}"));
     assert_eq!(again.reason, Reason::AlreadyInjected, "re-injection");

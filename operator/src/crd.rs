@@ -161,8 +161,10 @@ pub struct ProxySpec {
     pub resources: Option<ProxyResourcesSpec>,
     #[serde(default)]
     pub hold_application_until_proxy_starts: bool,
-    #[serde(default)]
-    pub native_sidecar: bool,
+    /// Inject the proxy as a native sidecar; unset: Istio's `auto` (native when every node's
+    /// kubelet is 1.33 or newer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native_sidecar: Option<bool>,
 }
 
 /// Sidecar requests and limits, checked by the API server (request must not exceed limit).

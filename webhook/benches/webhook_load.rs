@@ -489,6 +489,7 @@ fn phases(body: &[u8], n: u32) -> anyhow::Result<()> {
         pod: &pod,
         namespace: &namespace,
         config: &config,
+        nodes: skjold_webhook::inject::NodeSupport::Unknown,
     };
     time("inject (decision + patch)", &mut || {
         Ok(inject::inject(&req)?.patch.0.len())

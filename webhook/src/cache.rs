@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
 use kube::Client;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use crate::config::{
     CONFIG_KEY, CONFIG_MAP_LABEL, DEFAULT_REVISION, InjectorConfig, config_map_name,
 };
-use crate::inject::NamespaceInfo;
+use crate::inject::{NamespaceInfo, NodeSupport, kubelet_supports_native_sidecars};
 
 /// Label naming the revision of an injector ConfigMap (fallback when the config has no `revision`).
 const REVISION_LABEL: &str = "istio.io/rev";
@@ -83,6 +83,15 @@ pub struct Cache {
     kubernetes: bool,
     namespaces_synced: AtomicBool,
     configs_synced: AtomicBool,
+    /// Node name -> whether its kubelet runs native sidecars (Istio's `auto` rule).
+    nodes: RwLock<NodeState>,
+}
+
+#[derive(Default)]
+struct NodeState {
+    by_name: HashMap<String, bool>,
+    relist: Option<HashMap<String, bool>>,
+    synced: bool,
 }
 
 impl Cache {
@@ -107,6 +116,60 @@ impl Cache {
             kubernetes,
             namespaces_synced: AtomicBool::new(false),
             configs_synced: AtomicBool::new(false),
+            nodes: RwLock::new(NodeState::default()),
+        }
+    }
+
+    /// What the nodes support, for the `auto` native-sidecar rule: unknown until the Node watch
+    /// has listed (or when it is refused), then native only when every kubelet is >= 1.33.
+    pub fn node_support(&self) -> NodeSupport {
+        let state = self.nodes.read().unwrap_or_else(PoisonError::into_inner);
+        if !state.synced || state.by_name.is_empty() {
+            NodeSupport::Unknown
+        } else if state.by_name.values().all(|native| *native) {
+            NodeSupport::NativeSidecars
+        } else {
+            NodeSupport::Classic
+        }
+    }
+
+    /// Applies one Node watch event (only the kubelet version is kept).
+    pub fn apply_node_event(&self, event: Event<Node>) {
+        let native = |n: &Node| {
+            n.status
+                .as_ref()
+                .and_then(|s| s.node_info.as_ref())
+                .is_some_and(|i| kubelet_supports_native_sidecars(&i.kubelet_version))
+        };
+        let mut state = self.nodes.write().unwrap_or_else(PoisonError::into_inner);
+        match event {
+            Event::Init => state.relist = Some(HashMap::new()),
+            Event::InitApply(n) => {
+                if let Some(name) = n.metadata.name.clone() {
+                    let v = native(&n);
+                    state
+                        .relist
+                        .get_or_insert_with(HashMap::new)
+                        .insert(name, v);
+                }
+            }
+            Event::InitDone => {
+                if let Some(fresh) = state.relist.take() {
+                    state.by_name = fresh;
+                }
+                state.synced = true;
+            }
+            Event::Apply(n) => {
+                if let Some(name) = n.metadata.name.clone() {
+                    let v = native(&n);
+                    state.by_name.insert(name, v);
+                }
+            }
+            Event::Delete(n) => {
+                if let Some(name) = n.metadata.name.as_deref() {
+                    state.by_name.remove(name);
+                }
+            }
         }
     }
 
@@ -297,10 +360,10 @@ impl Cache {
         })
     }
 
-    /// Starts the namespace and ConfigMap watchers; they retry with backoff until aborted.
+    /// Starts the namespace, ConfigMap and Node watchers; they retry with backoff until aborted.
     pub fn spawn_watchers(self: &Arc<Self>, client: Client) -> Vec<JoinHandle<()>> {
         let namespaces: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
-        let config_maps: Api<ConfigMap> = Api::namespaced(client, &self.config_namespace);
+        let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &self.config_namespace);
         let cm_config = watcher::Config::default().labels(&format!("{CONFIG_MAP_LABEL}=true"));
 
         let cache = self.clone();
@@ -329,7 +392,25 @@ impl Cache {
                 }
             }
         });
-        vec![ns_task, cm_task]
+        // Nodes only feed the `auto` native-sidecar rule: never a readiness condition, and a
+        // refused watch (no RBAC for nodes) leaves injection classic, as Istio does without a
+        // Node client.
+        let nodes: Api<Node> = Api::all(client);
+        let cache = self.clone();
+        let node_task = tokio::spawn(async move {
+            let mut stream = watcher::watcher(nodes, watcher::Config::default())
+                .default_backoff()
+                .boxed();
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(event) => cache.apply_node_event(event),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "node watch failed; native sidecars stay off until it lists; retrying")
+                    }
+                }
+            }
+        });
+        vec![ns_task, cm_task, node_task]
     }
 }
 
@@ -364,6 +445,41 @@ fn derive_by_revision(
 mod tests {
     use super::*;
     use kube::api::ObjectMeta;
+
+    fn node(name: &str, kubelet: &str) -> Node {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "status": {"nodeInfo": {"kubeletVersion": kubelet, "architecture": "", "bootID": "",
+                "containerRuntimeVersion": "", "kernelVersion": "", "kubeProxyVersion": "",
+                "machineID": "", "operatingSystem": "", "osImage": "", "systemUUID": ""}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn node_support_needs_every_kubelet_at_1_33() {
+        let cache = Cache::new(None, "istio-system", true);
+        assert_eq!(
+            cache.node_support(),
+            NodeSupport::Unknown,
+            "before the first list"
+        );
+        cache.apply_node_event(Event::Init);
+        cache.apply_node_event(Event::InitApply(node("a", "v1.34.4")));
+        cache.apply_node_event(Event::InitApply(node("b", "v1.33.1")));
+        cache.apply_node_event(Event::InitDone);
+        assert_eq!(cache.node_support(), NodeSupport::NativeSidecars);
+        // An older node joins: classic for everyone, as Istio decides.
+        cache.apply_node_event(Event::Apply(node("old", "v1.31.0")));
+        assert_eq!(cache.node_support(), NodeSupport::Classic);
+        cache.apply_node_event(Event::Delete(node("old", "v1.31.0")));
+        assert_eq!(cache.node_support(), NodeSupport::NativeSidecars);
+        // A node whose version cannot be read (the e2e stand-in reports none) counts as old.
+        cache.apply_node_event(Event::Apply(node("standin", "")));
+        assert_eq!(cache.node_support(), NodeSupport::Classic);
+        // Nodes never gate readiness: only namespaces and configs do.
+        assert!(!cache.is_ready());
+    }
 
     fn cm(name: &str, rev_label: Option<&str>, config: Option<&str>) -> ConfigMap {
         let mut labels = BTreeMap::from([(CONFIG_MAP_LABEL.to_string(), "true".to_string())]);

@@ -121,8 +121,12 @@ pub struct ProxySettings {
     pub resources: ProxyResources,
     /// Start the proxy before the application containers (classic mode only).
     pub hold_application_until_proxy_starts: bool,
-    /// Inject the proxy as a native sidecar (init container with `restartPolicy: Always`).
-    pub native_sidecar: bool,
+    /// Inject the proxy as a native sidecar (init container with `restartPolicy: Always`):
+    /// `true`/`false`, or unset for Istio's `ENABLE_NATIVE_SIDECARS=auto`: native when every
+    /// node's kubelet is 1.33 or newer (Kubernetes' native sidecars are stable there), classic
+    /// when a node is older or the nodes are not known (offline injection).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub native_sidecar: Option<bool>,
     /// Rewrite HTTP/TCP/gRPC probes of app containers to the agent (`rewriteAppHTTPProbe`).
     pub rewrite_app_http_probe: bool,
     /// Envoy log level (`--proxyLogLevel`).
@@ -161,7 +165,7 @@ impl Default for ProxySettings {
             image_pull_policy: String::new(),
             resources: ProxyResources::default(),
             hold_application_until_proxy_starts: false,
-            native_sidecar: false,
+            native_sidecar: None,
             rewrite_app_http_probe: true,
             log_level: "warning".into(),
             component_log_level: "misc:error".into(),

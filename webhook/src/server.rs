@@ -471,6 +471,7 @@ fn decide_pod(state: &AppState, revision: &str, review: &Review<'_>) -> Decision
         pod: &pod,
         namespace: &namespace,
         config: &config,
+        nodes: state.cache.node_support(),
     };
     match catch_unwind(AssertUnwindSafe(|| inject::inject(&request))) {
         Ok(Ok(outcome)) => {

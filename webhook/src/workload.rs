@@ -206,6 +206,7 @@ fn inject_object(
         pod: &pod,
         namespace: &ns_info,
         config: options.config,
+        nodes: crate::inject::NodeSupport::Unknown,
     })
     .map_err(|error| WorkloadError::Refused {
         document,
@@ -245,8 +246,9 @@ fn inject_object(
         if classic && matches!(kind.as_str(), "Job" | "CronJob") {
             warnings.push(format!(
                 "{kind} {name}: a classic istio-proxy sidecar keeps running after the job's containers exit, \
-                 so the Job never completes; set proxy.nativeSidecar: true in the injector config or the \
-                 annotation sidecar.istio.io/nativeSidecar: \"true\""
+                 so the Job never completes; set proxy.nativeSidecar: true in the injector config (the webhook \
+                 does so by itself on Kubernetes >= 1.33 nodes when it is unset) or the annotation \
+                 sidecar.istio.io/nativeSidecar: \"true\""
             ));
         }
     }

@@ -111,6 +111,7 @@ fn run_case(path: &Path) -> Expected {
         pod: &pod,
         namespace: &ns,
         config: &config,
+        nodes: skjold_webhook::inject::NodeSupport::Unknown,
     };
     match inject(&req) {
         Err(e) => Expected {
@@ -144,6 +145,7 @@ fn run_case(path: &Path) -> Expected {
                 pod: &again,
                 namespace: &ns,
                 config: &config,
+                nodes: skjold_webhook::inject::NodeSupport::Unknown,
             })
             .expect("re-injection succeeds");
             assert_eq!(

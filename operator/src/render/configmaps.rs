@@ -177,7 +177,7 @@ mod tests {
     fn injector_config_round_trips_and_maps_spec() {
         let mut mc = meshconfig(Profile::Demo, "canary");
         mc.spec.injection.policy = InjectionPolicy::Disabled;
-        mc.spec.proxy.native_sidecar = true;
+        mc.spec.proxy.native_sidecar = Some(true);
         mc.spec
             .mesh_config
             .default_config
@@ -186,7 +186,7 @@ mod tests {
         let cfg = InjectorConfig::from_yaml(&text).unwrap();
         assert_eq!(cfg.revision, "canary");
         assert_eq!(cfg.policy, InjectionPolicy::Disabled);
-        assert!(cfg.proxy.native_sidecar);
+        assert_eq!(cfg.proxy.native_sidecar, Some(true));
         // Passed through as given; the injector decides per pod (one rule, see injector_config).
         assert!(!cfg.proxy.hold_application_until_proxy_starts);
         assert_eq!(

@@ -48,6 +48,38 @@ pub struct InjectRequest<'a> {
     pub pod: &'a Pod,
     pub namespace: &'a NamespaceInfo,
     pub config: &'a InjectorConfig,
+    /// What the cluster's nodes support (the webhook's Node watch; offline: unknown).
+    pub nodes: NodeSupport,
+}
+
+/// Whether the cluster's kubelets run native sidecars, for Istio's `auto` rule (used when neither
+/// the pod's `sidecar.istio.io/nativeSidecar` nor the config's `proxy.nativeSidecar` decides).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NodeSupport {
+    /// No nodes known (offline injection, or the Node watch has not listed yet): classic.
+    #[default]
+    Unknown,
+    /// Every node's kubelet is 1.33 or newer.
+    NativeSidecars,
+    /// At least one node is older (or its version cannot be read).
+    Classic,
+}
+
+/// Kubernetes' native sidecars are stable from kubelet 1.33 (Istio's `DetectNativeSidecar`).
+pub const NATIVE_SIDECAR_MIN_MINOR: u32 = 33;
+
+/// Whether a kubelet version (`v1.34.4`, `v1.33.1-eks-abc`) runs native sidecars; an unreadable
+/// version does not.
+pub fn kubelet_supports_native_sidecars(version: &str) -> bool {
+    let v = version.trim().trim_start_matches('v');
+    let mut parts = v.split('.');
+    let major = parts.next().and_then(|p| p.parse::<u32>().ok());
+    let minor = parts.next().and_then(|p| {
+        let digits: String = p.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse::<u32>().ok()
+    });
+    matches!((major, minor), (Some(1), Some(m)) if m >= NATIVE_SIDECAR_MIN_MINOR)
+        || matches!(major, Some(m) if m > 1)
 }
 
 /// Why a pod was or was not injected; used as a metrics label and in logs and `explain`.
@@ -258,7 +290,7 @@ pub fn inject(req: &InjectRequest<'_>) -> Result<Outcome, InjectError> {
         });
     }
 
-    let settings = settings::resolve(&ann, req.config, &mut warnings)
+    let settings = settings::resolve(&ann, req.config, req.nodes, &mut warnings)
         .map_err(InjectError::InvalidAnnotations)?;
     let changes = mutate(pod, req, &settings, &mut warnings, &mut explanation)?;
     let patch = patch::build(pod, changes)?;

@@ -176,6 +176,7 @@ fn resource<'a>(
 pub fn resolve<'a>(
     ann: &EffectiveAnnotations<'a>,
     config: &'a InjectorConfig,
+    nodes: super::NodeSupport,
     warnings: &mut Vec<String>,
 ) -> Result<Settings<'a>, Vec<AnnotationProblem>> {
     let proxy = &config.proxy;
@@ -363,9 +364,11 @@ pub fn resolve<'a>(
         )
         .unwrap_or(proxy.readiness_failure_threshold);
 
+    // The pod's annotation, else the config, else Istio's `auto` rule on the nodes.
     let native_sidecar = r
         .get(keys::NATIVE_SIDECAR, parse::parse_bool)
-        .unwrap_or(proxy.native_sidecar);
+        .or(proxy.native_sidecar)
+        .unwrap_or(nodes == super::NodeSupport::NativeSidecars);
     let rewrite_probes = r
         .get(keys::REWRITE_PROBES, parse::parse_bool)
         .unwrap_or(proxy.rewrite_app_http_probe);

@@ -25,6 +25,7 @@ fn run(p: &Pod, config: &InjectorConfig) -> Result<Outcome, InjectError> {
         pod: p,
         namespace: &ns("demo"),
         config,
+        nodes: crate::inject::NodeSupport::Unknown,
     })
 }
 
@@ -432,7 +433,7 @@ fn pod_with(annotations: &[(&str, &str)]) -> Pod {
 #[test]
 fn interception_none_adds_no_istio_init_even_as_native_sidecar() {
     let mut config = InjectorConfig::default();
-    config.proxy.native_sidecar = true;
+    config.proxy.native_sidecar = Some(true);
     let p = pod_with(&[("sidecar.istio.io/interceptionMode", "NONE")]);
     let input = serde_json::to_value(&p).unwrap();
     let out = run(&p, &config).unwrap();
@@ -496,4 +497,43 @@ fn the_gateway_template_cannot_be_combined_with_the_sidecar() {
     let p = pod_with(&[("inject.istio.io/templates", "gateway,gateway")]);
     let out = run(&p, &InjectorConfig::default()).unwrap();
     assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+}
+
+#[test]
+fn native_sidecars_follow_istios_auto_rule_on_the_nodes() {
+    use crate::inject::{NodeSupport, kubelet_supports_native_sidecars};
+    for (v, native) in [
+        ("v1.34.4", true),
+        ("v1.33.0-eks-4f4795d", true),
+        ("v1.32.9", false),
+        ("1.33", true),
+        ("v2.0.0", true),
+        ("", false),
+        ("garbage", false),
+    ] {
+        assert_eq!(kubelet_supports_native_sidecars(v), native, "{v}");
+    }
+    let p = pod_with(&[]);
+    let config = InjectorConfig::default();
+    let shape = |nodes: NodeSupport, config: &InjectorConfig, p: &Pod| {
+        let out = inject(&InjectRequest {
+            pod: p,
+            namespace: &ns("demo"),
+            config,
+            nodes,
+        })
+        .unwrap();
+        let s = serde_json::to_string(&out.patch).unwrap();
+        s.contains("\"restartPolicy\":\"Always\"")
+    };
+    // Unset config: auto. Native only when every node is known to run native sidecars.
+    assert!(shape(NodeSupport::NativeSidecars, &config, &p));
+    assert!(!shape(NodeSupport::Classic, &config, &p));
+    assert!(!shape(NodeSupport::Unknown, &config, &p));
+    // The config decides over the nodes, and the pod's annotation over both.
+    let mut classic = InjectorConfig::default();
+    classic.proxy.native_sidecar = Some(false);
+    assert!(!shape(NodeSupport::NativeSidecars, &classic, &p));
+    let annotated = pod_with(&[("sidecar.istio.io/nativeSidecar", "true")]);
+    assert!(shape(NodeSupport::Classic, &classic, &annotated));
 }
