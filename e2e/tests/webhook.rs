@@ -407,3 +407,106 @@ async fn bench_admission_latency_1000_pods() -> Result<()> {
     );
     Ok(())
 }
+
+/// Istio's `auto` rule for native sidecars, through the webhook's Node watch: with
+/// `proxy.nativeSidecar` unset, pods get a native `istio-proxy` (an init container with
+/// `restartPolicy: Always`) once every node's kubelet reports >= 1.33, and classic again as soon as
+/// an older node joins.
+#[tokio::test]
+async fn native_sidecars_follow_the_kubelet_versions() -> Result<()> {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::{Patch, PatchParams};
+    let mesh = Mesh::shared()?;
+    let client = mesh.cluster().client().await?;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let others: Vec<String> = nodes
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect();
+    let ns = create_namespace(&client, "native", &[("istio-injection", "enabled")]).await?;
+    let add_node = |name: &'static str, version: &'static str| {
+        let nodes = nodes.clone();
+        async move {
+            let node: Node = serde_json::from_value(serde_json::json!({
+                "apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+            }))?;
+            nodes.create(&PostParams::default(), &node).await?;
+            let status = serde_json::json!({"status": {"nodeInfo": {
+                "kubeletVersion": version, "architecture": "amd64", "bootID": "", "containerRuntimeVersion": "",
+                "kernelVersion": "", "kubeProxyVersion": "", "machineID": "", "operatingSystem": "linux",
+                "osImage": "", "systemUUID": ""}}});
+            nodes
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+                .await?;
+            anyhow::Ok(())
+        }
+    };
+    let mode = |client: Client, ns: String| async move {
+        let p = k8s::dry_run_pod(&client, &ns, &pod("probe", &[], &[])).await?;
+        let (containers, init) = container_names(&p);
+        let native = init.iter().any(|c| c == PROXY)
+            && p.spec
+                .as_ref()
+                .and_then(|s| s.init_containers.as_ref())
+                .is_some_and(|l| {
+                    l.iter()
+                        .any(|c| c.name == PROXY && c.restart_policy.as_deref() == Some("Always"))
+                });
+        anyhow::Ok((native, containers.iter().any(|c| c == PROXY)))
+    };
+    let wait_mode = |want_native: bool, what: &'static str| {
+        let (client, ns) = (client.clone(), ns.clone());
+        async move {
+            let start = Instant::now();
+            loop {
+                let (native, classic) = mode(client.clone(), ns.clone()).await?;
+                if native == want_native && classic != want_native {
+                    return anyhow::Ok(start.elapsed());
+                }
+                ensure!(
+                    start.elapsed() < Duration::from_secs(15),
+                    "{what}: istio-proxy native={native} classic={classic} after 15 s"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let result = mesh
+        .with_logs(async {
+            add_node("e2e-kubelet-1-34", "v1.34.4").await?;
+            if others.is_empty() {
+                let took = wait_mode(true, "every node at kubelet 1.34").await?;
+                println!(
+                    "every kubelet >= 1.33 -> native istio-proxy after {:.2}s",
+                    took.as_secs_f64()
+                );
+            } else {
+                // The cluster's own nodes report no kubelet version (the stand-in): classic.
+                wait_mode(false, "a node without a kubelet version").await?;
+            }
+            add_node("e2e-kubelet-1-31", "v1.31.2").await?;
+            let took = wait_mode(false, "a kubelet 1.31 node joined").await?;
+            println!(
+                "a kubelet 1.31 node joins -> classic istio-proxy after {:.2}s",
+                took.as_secs_f64()
+            );
+            // The pod's annotation still decides over the nodes.
+            let annotated = pod("probe", &[], &[("sidecar.istio.io/nativeSidecar", "true")]);
+            let p = k8s::dry_run_pod(&client, &ns, &annotated).await?;
+            ensure!(
+                container_names(&p).1.iter().any(|c| c == PROXY),
+                "the nativeSidecar annotation must win over the nodes: {:?}",
+                container_names(&p)
+            );
+            anyhow::Ok(())
+        })
+        .await;
+    for name in ["e2e-kubelet-1-34", "e2e-kubelet-1-31"] {
+        let _ = nodes.delete(name, &DeleteParams::default()).await;
+    }
+    delete_namespace(&client, &ns).await;
+    result
+}
