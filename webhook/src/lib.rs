@@ -6,6 +6,7 @@
 pub mod admission;
 pub mod cache;
 pub mod config;
+pub mod events;
 pub mod inject;
 pub mod istio;
 pub mod metrics;

@@ -133,15 +133,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
         &args.config_namespace,
         client.is_some(),
     ));
-    let watchers = match client {
+    let metrics = Arc::new(Metrics::new());
+    let (watchers, events) = match client {
         Some(client) => {
-            tracing::info!(config_namespace = %args.config_namespace, "watching namespaces and injector ConfigMaps");
-            cache.spawn_watchers(client)
+            tracing::info!(config_namespace = %args.config_namespace, "watching namespaces, injector ConfigMaps and nodes");
+            let mut tasks = cache.spawn_watchers(client.clone());
+            // The reporting instance: the pod's name in a cluster, else the host's.
+            let instance = std::env::var("POD_NAME")
+                .or_else(|_| std::env::var("HOSTNAME"))
+                .unwrap_or_else(|_| "skjold-webhook".into());
+            let (events, task) =
+                skjold_webhook::events::WorkloadEvents::spawn(client, instance, metrics.clone());
+            tasks.push(task);
+            (tasks, Some(events))
         }
-        None => Vec::new(),
+        None => (Vec::new(), None),
     };
 
-    let metrics = Arc::new(Metrics::new());
     let tls = ReloadingTls::load(TlsFiles {
         cert: args.tls_cert_file.clone(),
         key: args.tls_key_file.clone(),
@@ -161,7 +169,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         shutdown_delay: Duration::from_millis(args.shutdown_delay_ms),
         ..Settings::default()
     };
-    let state = AppState::new(cache, metrics, settings);
+    let state = AppState::with_events(cache, metrics, settings, events);
     let mut running = server::start(args.listen, rustls_config, state)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

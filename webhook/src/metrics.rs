@@ -63,6 +63,9 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
+/// Label values of `skjold_webhook_workload_events_total`.
+pub const WORKLOAD_EVENT_RESULTS: [&str; 4] = ["recorded", "rate-limited", "dropped", "failed"];
+
 /// All metrics of the webhook and the registry that renders them.
 pub struct Metrics {
     registry: Registry,
@@ -72,6 +75,7 @@ pub struct Metrics {
     denials: Family<ReasonLabel, Counter>,
     duration: Histogram,
     cert_reloads: Family<ResultLabel, Counter>,
+    workload_events: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -90,6 +94,10 @@ impl Metrics {
         // 25 µs .. ~1.6 s: the interesting range is sub-millisecond.
         let duration = Histogram::new(exponential_buckets(0.000_025, 2.0, 17));
         let cert_reloads = Family::<ResultLabel, Counter>::default();
+        let workload_events = Family::<ResultLabel, Counter>::default();
+        for result in WORKLOAD_EVENT_RESULTS {
+            let _ = workload_events.get_or_create(&ResultLabel { result });
+        }
         // Known label values start at 0 so dashboards and rate() see them before the first event.
         for result in RequestResult::ALL {
             let _ = requests.get_or_create(&ResultLabel {
@@ -134,7 +142,13 @@ impl Metrics {
             "Serving certificate reloads by result (success or error)",
             cert_reloads.clone(),
         );
+        registry.register(
+            "skjold_webhook_workload_events",
+            "Events on pods' owners by result (recorded, rate-limited, dropped: queue full, failed)",
+            workload_events.clone(),
+        );
         Metrics {
+            workload_events,
             registry,
             requests,
             injections,
@@ -165,6 +179,13 @@ impl Metrics {
     }
 
     /// Counts a refused pod.
+    /// Counts one Event note on a pod's owner by what became of it.
+    pub fn record_workload_event(&self, result: &'static str) {
+        self.workload_events
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
     pub fn record_denial(&self, reason: &'static str) {
         self.denials.get_or_create(&ReasonLabel { reason }).inc();
     }

@@ -72,16 +72,29 @@ pub struct AppState {
     pub cache: Arc<Cache>,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
+    /// Events on the pods' owners (with a cluster only).
+    pub events: Option<crate::events::WorkloadEvents>,
     /// Set on SIGTERM so `/readyz` fails while in-flight requests drain.
     shutting_down: AtomicBool,
 }
 
 impl AppState {
     pub fn new(cache: Arc<Cache>, metrics: Arc<Metrics>, settings: Settings) -> Arc<Self> {
+        Self::with_events(cache, metrics, settings, None)
+    }
+
+    /// As [`AppState::new`], recording Events on the pods' owners through `events`.
+    pub fn with_events(
+        cache: Arc<Cache>,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+        events: Option<crate::events::WorkloadEvents>,
+    ) -> Arc<Self> {
         Arc::new(AppState {
             cache,
             metrics,
             settings,
+            events,
             shutting_down: AtomicBool::new(false),
         })
     }
@@ -473,7 +486,13 @@ fn decide_pod(state: &AppState, revision: &str, review: &Review<'_>) -> Decision
         config: &config,
         nodes: state.cache.node_support(),
     };
-    match catch_unwind(AssertUnwindSafe(|| inject::inject(&request))) {
+    let result = catch_unwind(AssertUnwindSafe(|| inject::inject(&request)));
+    if let (Some(events), Ok(r)) = (&state.events, &result)
+        && let Some(note) = crate::events::note_for(&pod, &ns_name, r.as_ref())
+    {
+        events.note(note);
+    }
+    match result {
         Ok(Ok(outcome)) => {
             let reason = outcome.reason.as_str();
             let patched = !outcome.patch.0.is_empty();
