@@ -510,3 +510,101 @@ async fn native_sidecars_follow_the_kubelet_versions() -> Result<()> {
     delete_namespace(&client, &ns).await;
     result
 }
+
+/// Events on the owning workload: a Deployment whose pods the injector refuses (an invalid
+/// resource annotation) gets `InjectionRefused` on its ReplicaSet with the injector's message,
+/// and one whose pods are injected with a warning (a misspelt annotation key) gets
+/// `InjectedWithWarnings`; a second refused pod of the same ReplicaSet adds no second Event.
+#[tokio::test]
+async fn events_on_the_owning_replicaset() -> Result<()> {
+    use k8s_openapi::api::core::v1::Event;
+    let mesh = Mesh::shared()?;
+    let client = mesh.cluster().client().await?;
+    let ns = create_namespace(&client, "events", &[("istio-injection", "enabled")]).await?;
+    let deploy = |name: &str, annotation: (&str, &str)| -> Result<Deployment> {
+        let mut d = k8s::deployment(name, 2, &[])?;
+        let t = d
+            .spec
+            .as_mut()
+            .and_then(|s| s.template.metadata.as_mut())
+            .context("template")?;
+        t.annotations = Some([(annotation.0.to_string(), annotation.1.to_string())].into());
+        Ok(d)
+    };
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let wait_event = |reason: &'static str| {
+        let events = events.clone();
+        async move {
+            let start = Instant::now();
+            loop {
+                let found: Vec<Event> = events
+                    .list(&Default::default())
+                    .await?
+                    .items
+                    .into_iter()
+                    .filter(|e| e.reason.as_deref() == Some(reason))
+                    .collect();
+                if !found.is_empty() {
+                    return anyhow::Ok((found, start.elapsed()));
+                }
+                ensure!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "no {reason} Event after 30 s"
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    let result = mesh
+        .with_logs(async {
+            let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+            deployments
+                .create(
+                    &PostParams::default(),
+                    &deploy("refused", ("sidecar.istio.io/proxyCPU", "lots"))?,
+                )
+                .await?;
+            deployments
+                .create(
+                    &PostParams::default(),
+                    &deploy("warned", ("sidecar.istio.io/proxyCpu", "100m"))?,
+                )
+                .await?;
+            let (refused, took) = wait_event("InjectionRefused").await?;
+            let e = &refused[0];
+            ensure!(
+                e.involved_object.kind.as_deref() == Some("ReplicaSet")
+                    && e.involved_object
+                        .name
+                        .as_deref()
+                        .is_some_and(|n| n.starts_with("refused-")),
+                "InjectionRefused on {:?}",
+                e.involved_object
+            );
+            let msg = e.message.clone().unwrap_or_default();
+            ensure!(
+                msg.contains("sidecar.istio.io/proxyCPU") && msg.contains("lots"),
+                "the Event names the annotation and value: {msg}"
+            );
+            println!(
+                "refused pods -> InjectionRefused on the ReplicaSet after {:.2}s: {msg}",
+                took.as_secs_f64()
+            );
+            let (warned, _) = wait_event("InjectedWithWarnings").await?;
+            let msg = warned[0].message.clone().unwrap_or_default();
+            ensure!(msg.contains("proxyCpu"), "the warning names the key: {msg}");
+            // The ReplicaSet keeps retrying its two pods: still one Event per reason (the
+            // series count may grow, the objects do not).
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let (refused, _) = wait_event("InjectionRefused").await?;
+            ensure!(
+                refused.len() == 1,
+                "rate limit: {} InjectionRefused Events",
+                refused.len()
+            );
+            anyhow::Ok(())
+        })
+        .await;
+    delete_namespace(&client, &ns).await;
+    result
+}

@@ -487,7 +487,8 @@ fn decide_pod(state: &AppState, revision: &str, review: &Review<'_>) -> Decision
         nodes: state.cache.node_support(),
     };
     let result = catch_unwind(AssertUnwindSafe(|| inject::inject(&request)));
-    if let (Some(events), Ok(r)) = (&state.events, &result)
+    // No Events for dry runs: the webhook declares `sideEffects: None`.
+    if let (Some(events), Ok(r), false) = (&state.events, &result, review.dry_run)
         && let Some(note) = crate::events::note_for(&pod, &ns_name, r.as_ref())
     {
         events.note(note);
