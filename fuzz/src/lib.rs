@@ -116,7 +116,12 @@ pub fn inject_checked(pod: &Pod, namespace: &NamespaceInfo) -> Result<Outcome, S
         nodes: skjold_webhook::inject::NodeSupport::Unknown,
     })
     .unwrap_or_else(|e| panic!("re-injection of the patched pod refused: {e}"));
-    assert_eq!(again.reason, Reason::AlreadyInjected, "re-injection");
+    assert_eq!(
+        again.reason,
+        Reason::AlreadyInjected,
+        "re-injection: {:?}",
+        again.patch
+    );
     assert!(again.patch.0.is_empty());
     Ok(outcome)
 }

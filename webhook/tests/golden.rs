@@ -151,8 +151,9 @@ fn run_case(path: &Path) -> Expected {
             assert_eq!(
                 second.reason,
                 Reason::AlreadyInjected,
-                "{}: not idempotent",
-                path.display()
+                "{}: not idempotent: {:?}",
+                path.display(),
+                second.patch
             );
             assert!(
                 second.patch.0.is_empty(),

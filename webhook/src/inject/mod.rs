@@ -14,6 +14,7 @@ pub mod overrides;
 pub mod patch;
 pub mod probes;
 pub mod prometheus;
+pub mod reinject;
 pub mod render;
 pub mod settings;
 #[cfg(test)]
@@ -269,6 +270,9 @@ pub fn inject(req: &InjectRequest<'_>) -> Result<Outcome, InjectError> {
     let mut warnings = decision.warnings;
     let mut explanation = decision.explanation;
     key_warnings(pod, &mut warnings);
+    if decision.reason == Reason::AlreadyInjected {
+        return reinject(req, warnings, explanation);
+    }
     if decision.reason != Reason::Injected {
         explanation.push(format!("decision: {}", decision.reason));
         return Ok(Outcome {
@@ -292,7 +296,7 @@ pub fn inject(req: &InjectRequest<'_>) -> Result<Outcome, InjectError> {
 
     let settings = settings::resolve(&ann, req.config, req.nodes, &mut warnings)
         .map_err(InjectError::InvalidAnnotations)?;
-    let changes = mutate(pod, req, &settings, &mut warnings, &mut explanation)?;
+    let changes = mutate(pod, req, &settings, &mut warnings, &mut explanation, None)?;
     let patch = patch::build(pod, changes)?;
     explanation.push(format!(
         "decision: injected ({} patch operations)",
@@ -301,6 +305,76 @@ pub fn inject(req: &InjectRequest<'_>) -> Result<Outcome, InjectError> {
     Ok(Outcome {
         reason: Reason::Injected,
         patch,
+        warnings,
+        explanation,
+    })
+}
+
+/// An already-injected pod: strip what the status lists, inject again, and answer with the
+/// difference to the pod as sent (none: already injected, empty patch).
+fn reinject(
+    req: &InjectRequest<'_>,
+    warnings: Vec<String>,
+    mut explanation: Vec<String>,
+) -> Result<Outcome, InjectError> {
+    let unchanged = |warnings, mut explanation: Vec<String>, why: &str| {
+        explanation.push(format!("decision: already injected, {why} (empty patch)"));
+        Ok(Outcome {
+            reason: Reason::AlreadyInjected,
+            patch: json_patch::Patch::default(),
+            warnings,
+            explanation,
+        })
+    };
+    let Some((stripped, previous)) = reinject::strip(req.pod)? else {
+        return unchanged(
+            warnings,
+            explanation,
+            "its status annotation is unreadable: left alone",
+        );
+    };
+    let ann = EffectiveAnnotations::new(&stripped, req.namespace);
+    let d = decision::decide(&stripped, req.namespace, req.config, &ann)?;
+    if d.reason != Reason::Injected {
+        return unchanged(
+            warnings,
+            explanation,
+            &format!("injection would now skip it ({}): left as it is", d.reason),
+        );
+    }
+    let mut again = Vec::new();
+    let mut steps = Vec::new();
+    let settings = settings::resolve(&ann, req.config, req.nodes, &mut again)
+        .map_err(InjectError::InvalidAnnotations)?;
+    let sreq = InjectRequest {
+        pod: &stripped,
+        ..*req
+    };
+    let changes = mutate(
+        &stripped,
+        &sreq,
+        &settings,
+        &mut again,
+        &mut steps,
+        Some(&previous),
+    )?;
+    let patch = patch::build(&stripped, changes)?;
+    let mut result = patch::to_value(&stripped)?;
+    json_patch::patch(&mut result, &patch).map_err(|e| InjectError::Internal(e.to_string()))?;
+    let diff = json_patch::diff(&patch::to_value(req.pod)?, &result);
+    if diff.0.is_empty() {
+        return unchanged(warnings, explanation, "re-rendering gives the same pod");
+    }
+    explanation.extend(steps);
+    explanation.push(format!(
+        "decision: re-injected: what the status lists was re-rendered for the pod as it is now ({} patch operations)",
+        diff.0.len()
+    ));
+    let mut warnings = warnings;
+    warnings.extend(again);
+    Ok(Outcome {
+        reason: Reason::Injected,
+        patch: diff,
         warnings,
         explanation,
     })
@@ -324,6 +398,7 @@ fn mutate(
     s: &settings::Settings<'_>,
     warnings: &mut Vec<String>,
     explanation: &mut Vec<String>,
+    previous: Option<&reinject::Previous>,
 ) -> Result<patch::Changes, InjectError> {
     let config = req.config;
     let Some(spec) = pod.spec.as_ref() else {
@@ -413,6 +488,12 @@ fn mutate(
     } else {
         explanation.push("app probe rewriting off".into());
     }
+    // Re-injection: probes the first injection rewrote keep their originals.
+    for (path, prober) in previous.map(|p| &p.probers).into_iter().flatten() {
+        probers
+            .entry(path.clone())
+            .or_insert_with(|| prober.clone());
+    }
     let app_probers = (!probers.is_empty())
         .then(|| serde_json::Value::Object(probers.into_iter().collect()).to_string());
 
@@ -490,6 +571,17 @@ fn mutate(
     }
     if let Some(o) = overrides.iter().find(|o| o.name == render::PROXY_NAME) {
         adjust_init_user(o, s, &mut proxy, init.as_mut());
+    }
+    // Re-injection: each re-rendered container is merged over the one it replaces, so what
+    // others added to it since (the ServiceAccount plugin's token mount) stays.
+    if let Some(previous) = previous {
+        for c in std::iter::once(&mut proxy).chain(init.as_mut()) {
+            if let Some(old) = previous.containers.get(&c.name) {
+                let merged = overrides::merge_container(old, &patch::to_value(&*c)?);
+                *c = serde_json::from_value(merged)
+                    .map_err(|e| InjectError::Internal(e.to_string()))?;
+            }
+        }
     }
     let removed = |list: patch::List| changes.removes.iter().filter(|(l, _)| *l == list).count();
     let (removed_inits, removed_containers) = (

@@ -141,6 +141,13 @@ pub fn annotation(applied: &[(List, &Override)]) -> String {
     Value::Object(m).to_string()
 }
 
+/// `patch` merged over `base` with the API server's strategic-merge rules for a Container.
+pub fn merge_container(base: &Value, patch: &Value) -> Value {
+    let mut out = base.clone();
+    merge_object(&mut out, patch, true);
+    out
+}
+
 fn internal(e: serde_json::Error) -> InjectError {
     InjectError::Internal(e.to_string())
 }

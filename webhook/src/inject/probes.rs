@@ -173,6 +173,10 @@ fn rewrite_hook(
     let mut prober = Map::new();
     if let Some(http) = handler.http_get.as_mut() {
         let port = resolve_port(&http.port, ports)?;
+        // Already on the agent (a re-injection of a rewritten hook): nothing to do.
+        if port == status {
+            return None;
+        }
         let mut original = http.clone();
         original.port = IntOrString::Int(port);
         prober.insert("httpGet".into(), serde_json::to_value(&original).ok()?);
@@ -181,11 +185,15 @@ fn rewrite_hook(
         if http.scheme.as_deref() == Some("HTTPS") {
             http.scheme = Some("HTTP".into());
         }
-    } else if let Some(tcp) = handler.tcp_socket.take() {
+    } else if let Some(tcp) = handler.tcp_socket.as_ref() {
         let port = resolve_port(&tcp.port, ports)?;
-        let mut original = tcp;
+        if port == status {
+            return None;
+        }
+        let mut original = tcp.clone();
         original.port = IntOrString::Int(port);
         prober.insert("tcpSocket".into(), serde_json::to_value(&original).ok()?);
+        handler.tcp_socket = None;
         handler.http_get = Some(HTTPGetAction {
             path: Some(path.clone()),
             port: IntOrString::Int(status),

@@ -131,6 +131,90 @@ fn reinjection_is_idempotent() {
     assert!(second.patch.0.is_empty());
 }
 
+/// A webhook reinvocation after the API server's ServiceAccount plugin mounted its token into the
+/// injected containers: nothing to change (the mount stays).
+#[test]
+fn reinjection_keeps_what_others_added_to_the_injected_containers() {
+    let input = json!({"metadata": {"name": "p"}, "spec": {"containers": [
+        {"name": "a", "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}}}]}});
+    let config = InjectorConfig::default();
+    let out = run(&pod(input.clone()), &config).unwrap();
+    let mut patched = input;
+    json_patch::patch(&mut patched, &out.patch).unwrap();
+    let sa_mount = json!({"name": "kube-api-access-x", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true});
+    for list in ["containers", "initContainers"] {
+        for c in patched["spec"][list].as_array_mut().unwrap() {
+            c["volumeMounts"]
+                .as_array_mut()
+                .map(|m| m.push(sa_mount.clone()));
+        }
+    }
+    patched["spec"]["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "kube-api-access-x", "projected": {"sources": []}}));
+    let second = run(&pod(patched), &config).unwrap();
+    assert_eq!(second.reason, Reason::AlreadyInjected, "{:?}", second.patch);
+    assert!(second.patch.0.is_empty());
+}
+
+/// A webhook reinvocation after another webhook added a container: the proxy is re-rendered for
+/// it (its name in ISTIO_META_APP_CONTAINERS, its probe rewritten), the first app's rewritten
+/// probe keeps its original, and the result is stable.
+#[test]
+fn reinjection_renders_for_a_container_added_since() {
+    let input = json!({"metadata": {"name": "p"}, "spec": {"containers": [
+        {"name": "a", "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}}}]}});
+    let config = InjectorConfig::default();
+    let out = run(&pod(input.clone()), &config).unwrap();
+    let mut patched = input;
+    json_patch::patch(&mut patched, &out.patch).unwrap();
+    patched["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "vault-agent", "livenessProbe": {"tcpSocket": {"port": 8200}}}));
+    let second = run(&pod(patched.clone()), &config).unwrap();
+    assert_eq!(second.reason, Reason::Injected);
+    json_patch::patch(&mut patched, &second.patch).unwrap();
+    let names: Vec<&str> = patched["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["a", "vault-agent", "istio-proxy"],
+        "the proxy stays last"
+    );
+    let proxy = &patched["spec"]["containers"][2];
+    let env = |n: &str| {
+        proxy["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == n)
+            .map(|e| e["value"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    assert_eq!(env("ISTIO_META_APP_CONTAINERS"), "a,vault-agent");
+    let probers: Value = serde_json::from_str(&env("ISTIO_KUBE_APP_PROBERS")).unwrap();
+    assert_eq!(
+        probers["/app-health/a/readyz"]["httpGet"]["port"], 8080,
+        "{probers}"
+    );
+    assert_eq!(
+        probers["/app-health/vault-agent/livez"]["tcpSocket"]["port"], 8200,
+        "{probers}"
+    );
+    assert_eq!(
+        patched["spec"]["containers"][1]["livenessProbe"]["httpGet"]["port"],
+        15020
+    );
+    let third = run(&pod(patched), &config).unwrap();
+    assert_eq!(third.reason, Reason::AlreadyInjected, "{:?}", third.patch);
+}
+
 #[test]
 fn not_injected_means_empty_patch_and_explained() {
     let p = pod(

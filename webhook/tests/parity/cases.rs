@@ -353,6 +353,26 @@ const fn v(want: &'static str, input: &'static str, setup: Setup) -> Variant {
 /// The per-field resource override is the one written improvement over Istio
 /// (docs/injection.md, "Proxy resources").
 pub const EXPLAINED: &[(&str, &str, &str)] = &[
+    (
+        "merge-probers.yaml.injected",
+        "/spec/template/spec/initContainers[istio-proxy]/args",
+        STALE_REINJECT,
+    ),
+    (
+        "merge-probers.yaml.injected",
+        "/spec/template/spec/initContainers[istio-proxy]/env/ISTIO_META_APP_CONTAINERS",
+        STALE_REINJECT,
+    ),
+    (
+        "merge-probers.yaml.injected",
+        "/spec/template/spec/initContainers[istio-proxy]/env/ISTIO_META_POD_PORTS",
+        STALE_REINJECT,
+    ),
+    (
+        "merge-probers.yaml.injected",
+        "/spec/template/spec/initContainers[istio-proxy]/readinessProbe",
+        STALE_REINJECT,
+    ),
     ("cronjob.yaml.injected", "/spec/jobTemplate/", JOB_TEMPLATE),
     (
         "cronjob-old-version.yaml.injected",
@@ -386,6 +406,13 @@ pub const EXPLAINED: &[(&str, &str, &str)] = &[
 /// (what the webhook gives those pods too).
 const JOB_TEMPLATE: &str = "pod labels/annotations on the pod template, not on the Job template";
 
+/// Re-injecting a classic pod as a native one, Istio re-applies the old istio-proxy as if it were
+/// the user's override (its status lists it under `containers`, the native template under
+/// `initContainers`), so the old args, readiness probe and app-container list stay, missing the
+/// container added since; Skjold re-renders them for the pod as it is (the probers merge as Istio).
+const STALE_REINJECT: &str =
+    "re-injection re-renders the proxy for the pod as it is (Istio keeps the old proxy's values)";
+
 /// A resource annotation overrides that one field; the other defaults stay (Istio drops them all).
 const PER_FIELD: &str = "per-field resource override: the defaults not overridden are kept";
 
@@ -406,7 +433,6 @@ pub const GAPS: &[(&str, &str)] = &[
     ("grpc-agent.yaml.injected", TEMPLATES),
     ("sidecar-spire.yaml.injected", CUSTOM),
     ("custom-template.yaml.injected", CUSTOM),
-    ("merge-probers.yaml.injected", REINJECT),
     (
         "hello-otel-semconv.yaml.injected",
         "OTel semantic-convention resource attributes (meshConfig.extensionProviders) not rendered",
@@ -415,8 +441,6 @@ pub const GAPS: &[(&str, &str)] = &[
 
 const TEMPLATES: &str = "inject.istio.io/templates grpc-simple and grpc-agent not yet built in";
 const CUSTOM: &str = "custom injection templates from the install values not yet supported";
-const REINJECT: &str =
-    "re-injection (strip what sidecar.istio.io/status lists, render again) not yet done";
 
 /// The known gap of `case`, if any.
 pub fn gap(case: &str) -> Option<&'static str> {

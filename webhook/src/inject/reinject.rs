@@ -1,0 +1,134 @@
+//! Re-injection of a pod that already carries `sidecar.istio.io/status`, as Istio does it: the
+//! containers, volumes and pull secrets the status lists are taken out, the pod is injected
+//! again, and each re-rendered container is merged over the one it replaces (so what others added
+//! to it since, such as the ServiceAccount plugin's token mount, stays). Probes rewritten by the
+//! first injection keep their originals from the old `ISTIO_KUBE_APP_PROBERS`. When the result
+//! equals the pod as sent, nothing changes (already injected, empty patch): re-injection is
+//! idempotent, and a webhook reinvocation after another webhook added a container re-renders the
+//! proxy for it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::Value;
+
+use super::{InjectError, keys, render};
+
+/// What the first injection left, by container name.
+#[derive(Debug, Default)]
+pub struct Previous {
+    pub containers: BTreeMap<String, Value>,
+    /// The old proxy's `ISTIO_KUBE_APP_PROBERS`.
+    pub probers: serde_json::Map<String, Value>,
+}
+
+/// The pod without what its status annotation lists, and what was taken out; `None` when the
+/// status cannot be read (the pod is then left alone, as Istio does).
+pub fn strip(pod: &Pod) -> Result<Option<(Pod, Previous)>, InjectError> {
+    let Some(raw) = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(keys::STATUS))
+    else {
+        return Ok(None);
+    };
+    let Ok(status) = serde_json::from_str::<Value>(raw) else {
+        return Ok(None);
+    };
+    let names = |key: &str| -> Vec<String> {
+        status[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    };
+    let (containers, inits, volumes, secrets) = (
+        names("containers"),
+        names("initContainers"),
+        names("volumes"),
+        names("imagePullSecrets"),
+    );
+    let mut out = pod.clone();
+    let mut previous = Previous::default();
+    if let Some(a) = out.metadata.annotations.as_mut() {
+        a.remove(keys::STATUS);
+    }
+    let Some(spec) = out.spec.as_mut() else {
+        return Ok(None);
+    };
+    let mut take = |list: &mut Vec<k8s_openapi::api::core::v1::Container>, names: &[String]| {
+        let mut kept = Vec::with_capacity(list.len());
+        for c in list.drain(..) {
+            if names.contains(&c.name) {
+                let v =
+                    serde_json::to_value(&c).map_err(|e| InjectError::Internal(e.to_string()))?;
+                previous.containers.insert(c.name.clone(), v);
+            } else {
+                kept.push(c);
+            }
+        }
+        *list = kept;
+        Ok::<(), InjectError>(())
+    };
+    take(&mut spec.containers, &containers)?;
+    if let Some(list) = spec.init_containers.as_mut() {
+        take(list, &inits)?;
+        if list.is_empty() {
+            spec.init_containers = None;
+        }
+    }
+    if let Some(list) = spec.volumes.as_mut() {
+        list.retain(|v| !volumes.contains(&v.name));
+        if list.is_empty() {
+            spec.volumes = None;
+        }
+    }
+    if let Some(list) = spec.image_pull_secrets.as_mut() {
+        list.retain(|s| !secrets.contains(&s.name));
+        if list.is_empty() {
+            spec.image_pull_secrets = None;
+        }
+    }
+    // Istio's `reinsertOverrides`: the user's override containers go back in, so the pod is
+    // rendered as the first time (their ports are the pod's, and they are merged again).
+    if let Some(raw) = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(keys::PROXY_OVERRIDES))
+        && let Ok(Value::Object(recorded)) = serde_json::from_str::<Value>(raw)
+    {
+        for (key, list) in recorded {
+            for c in list.as_array().into_iter().flatten() {
+                let Ok(c) =
+                    serde_json::from_value::<k8s_openapi::api::core::v1::Container>(c.clone())
+                else {
+                    continue;
+                };
+                let target = match key.as_str() {
+                    "containers" => &mut spec.containers,
+                    "initContainers" => spec.init_containers.get_or_insert_with(Vec::new),
+                    _ => continue,
+                };
+                if !target.iter().any(|t| t.name == c.name) {
+                    target.push(c);
+                }
+            }
+        }
+    }
+    if let Some(env) = previous
+        .containers
+        .get(render::PROXY_NAME)
+        .and_then(|c| c["env"].as_array())
+        && let Some(Value::String(s)) = env
+            .iter()
+            .find(|e| e["name"] == "ISTIO_KUBE_APP_PROBERS")
+            .map(|e| &e["value"])
+        && let Ok(Value::Object(m)) = serde_json::from_str::<Value>(s)
+    {
+        previous.probers = m;
+    }
+    Ok(Some((out, previous)))
+}
