@@ -144,9 +144,9 @@ fn reinjection_keeps_what_others_added_to_the_injected_containers() {
     let sa_mount = json!({"name": "kube-api-access-x", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true});
     for list in ["containers", "initContainers"] {
         for c in patched["spec"][list].as_array_mut().unwrap() {
-            c["volumeMounts"]
-                .as_array_mut()
-                .map(|m| m.push(sa_mount.clone()));
+            if let Some(m) = c["volumeMounts"].as_array_mut() {
+                m.push(sa_mount.clone());
+            }
         }
     }
     patched["spec"]["volumes"]
