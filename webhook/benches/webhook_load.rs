@@ -62,6 +62,10 @@ struct Args {
     /// Client runtime worker threads (the server and the client share the machine).
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
+    /// Stalled TLS clients (half a request header, then silence) opened while 8 connections keep
+    /// admitting (0 skips the step).
+    #[arg(long, default_value_t = 10_000)]
+    stalled: usize,
     /// Only time the in-process phases (decode, inject, encode) for this many iterations.
     #[arg(long)]
     phases: Option<u32>,
@@ -206,7 +210,99 @@ async fn run(args: Args) -> anyhow::Result<()> {
             rss as f64 / 1024.0
         );
     }
+    if args.stalled > 0 {
+        stalled_clients(&target, pid, args.stalled).await?;
+    }
     drop(spawned);
+    Ok(())
+}
+
+/// `n` clients that connect, send half a request header and stall, while 8 kept-alive
+/// connections keep admitting: the server's peak RSS during it, the admissions' latency, and
+/// what became of the stalled clients (served then cut at the first-request deadline, or kept
+/// waiting beyond the connection cap and closed before any TLS).
+async fn stalled_clients(target: &Arc<Target>, pid: Option<u32>, n: usize) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Peak RSS of this step only (resetting VmHWM needs Linux >= 4.0 and our own process).
+    if let Some(pid) = pid {
+        let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+    }
+    let base = pid.and_then(support::memory).map_or(0, |m| m.rss_kib);
+    let secs = 12;
+    let admissions = {
+        let target = target.clone();
+        tokio::spawn(async move { closed_loop(&target, 8, Duration::from_secs(secs)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let served = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let unconnected = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (target, served, refused, unconnected) = (
+            target.clone(),
+            served.clone(),
+            refused.clone(),
+            unconnected.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let Ok(tcp) = TcpStream::connect(target.addr).await else {
+                unconnected.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            match target
+                .connector
+                .connect(target.server_name.clone(), tcp)
+                .await
+            {
+                Ok(mut tls) => {
+                    served.fetch_add(1, Ordering::Relaxed);
+                    let _ = tls.write_all(b"POST /inject HTTP/1.1\r\nhost: x\r\n").await;
+                    let mut buf = [0u8; 256];
+                    while matches!(tls.read(&mut buf).await, Ok(k) if k > 0) {}
+                }
+                Err(_) => {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let mut peak = 0;
+    let until = Instant::now() + Duration::from_secs(secs - 1);
+    while Instant::now() < until {
+        if let Some(m) = pid.and_then(support::memory) {
+            peak = peak.max(m.hwm_kib);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = admissions.await??;
+    for t in &tasks {
+        t.abort();
+    }
+    println!();
+    println!(
+        "{n} stalled TLS clients (half a request header, then silence) next to 8 connections admitting for {secs} s:"
+    );
+    println!(
+        "  admissions: {:.0} req/s  p50 {}  p99 {}  max {}  errors {}",
+        r.throughput(),
+        fmt_us(r.percentile(50.0)),
+        fmt_us(r.percentile(99.0)),
+        fmt_us(r.percentile(100.0)),
+        r.errors
+    );
+    println!(
+        "  stalled clients: {} got a slot (cut at the first-request deadline), {} closed before TLS beyond the connection cap, {} could not connect",
+        served.load(Ordering::Relaxed),
+        refused.load(Ordering::Relaxed),
+        unconnected.load(Ordering::Relaxed)
+    );
+    println!(
+        "  server peak RSS during the step {:.1} MiB (from {:.1} MiB; goal < 64 MiB)",
+        peak as f64 / 1024.0,
+        base as f64 / 1024.0
+    );
     Ok(())
 }
 

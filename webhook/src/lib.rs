@@ -9,6 +9,7 @@ pub mod config;
 pub mod events;
 pub mod inject;
 pub mod istio;
+pub mod limit;
 pub mod metrics;
 pub mod server;
 pub mod tls;

@@ -67,6 +67,12 @@ struct Args {
     /// connection close; set it to the time endpoints take to drop a terminating pod.
     #[arg(long, env = "SKJOLD_SHUTDOWN_DELAY_MS", default_value_t = 0)]
     shutdown_delay_ms: u64,
+    /// Open connections at most; one more waits 100 ms for a slot, then is closed. Bounds memory against clients that connect and stall (about 37 KB each).
+    #[arg(long, env = "SKJOLD_MAX_CONNECTIONS", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
+    /// How long a new connection has to send its first request's headers (TLS handshake included).
+    #[arg(long, env = "SKJOLD_FIRST_REQUEST_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
+    first_request_timeout_ms: u64,
     /// How often the certificate files are checked for rotation.
     #[arg(long, env = "SKJOLD_TLS_RELOAD_INTERVAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
     tls_reload_interval_ms: u64,
@@ -167,6 +173,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
         shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
         shutdown_delay: Duration::from_millis(args.shutdown_delay_ms),
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        first_request_timeout: Duration::from_millis(args.first_request_timeout_ms),
         ..Settings::default()
     };
     let state = AppState::with_events(cache, metrics, settings, events);

@@ -76,6 +76,7 @@ pub struct Metrics {
     duration: Histogram,
     cert_reloads: Family<ResultLabel, Counter>,
     workload_events: Family<ResultLabel, Counter>,
+    connections: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -95,6 +96,10 @@ impl Metrics {
         let duration = Histogram::new(exponential_buckets(0.000_025, 2.0, 17));
         let cert_reloads = Family::<ResultLabel, Counter>::default();
         let workload_events = Family::<ResultLabel, Counter>::default();
+        let connections = Family::<ResultLabel, Counter>::default();
+        for result in ["accepted", "refused"] {
+            let _ = connections.get_or_create(&ResultLabel { result });
+        }
         for result in WORKLOAD_EVENT_RESULTS {
             let _ = workload_events.get_or_create(&ResultLabel { result });
         }
@@ -147,7 +152,13 @@ impl Metrics {
             "Events on pods' owners by result (recorded, rate-limited, dropped: queue full, failed)",
             workload_events.clone(),
         );
+        registry.register(
+            "skjold_webhook_connections",
+            "TLS connections by result (accepted, refused: the connection cap stayed full for the wait)",
+            connections.clone(),
+        );
         Metrics {
+            connections,
             workload_events,
             registry,
             requests,
@@ -179,6 +190,13 @@ impl Metrics {
     }
 
     /// Counts a refused pod.
+    /// Counts one connection by whether it got a slot under the cap.
+    pub fn record_connection(&self, result: &'static str) {
+        self.connections
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
     /// Counts one Event note on a pod's owner by what became of it.
     pub fn record_workload_event(&self, result: &'static str) {
         self.workload_events

@@ -52,6 +52,15 @@ pub struct Settings {
     /// Longer than kube-apiserver's 90 s idle-connection timeout on purpose: the client should be
     /// the one closing idle keep-alive connections, since a server-side close can race a POST.
     pub idle_timeout: Duration,
+    /// Open connections at most; one more waits up to `connection_wait` for a slot, then is
+    /// closed before its TLS handshake (see [`crate::limit`]).
+    pub max_connections: usize,
+    /// How long a connection beyond the cap waits for a slot. Short on purpose: every waiting
+    /// connection holds a task of about 7 KB (measured), which is what the cap protects.
+    pub connection_wait: Duration,
+    /// How long a new connection has to complete its first request's headers (TLS handshake
+    /// included), so clients that connect and trickle are cut early.
+    pub first_request_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -63,6 +72,9 @@ impl Default for Settings {
             shutdown_delay: Duration::ZERO,
             handshake_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(120),
+            max_connections: 256,
+            connection_wait: Duration::from_millis(100),
+            first_request_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -183,9 +195,16 @@ pub async fn start(
     // TCP_NODELAY: a response leaves as more than one TLS record; with Nagle's algorithm the
     // second waits for the client's delayed ACK, which put ~40 ms on about 0.1% of admissions
     // (p999 in benches/chaos_load.rs).
-    let acceptor = RustlsAcceptor::new(tls)
+    let tls = RustlsAcceptor::new(tls)
         .handshake_timeout(state.settings.handshake_timeout)
         .acceptor(axum_server::accept::NoDelayAcceptor::new());
+    let acceptor = crate::limit::LimitAcceptor::new(
+        tls,
+        state.settings.max_connections,
+        state.settings.connection_wait,
+        state.settings.first_request_timeout,
+        state.metrics.clone(),
+    );
     let mut server = axum_server::bind(listen)
         .acceptor(acceptor)
         .handle(handle.clone());

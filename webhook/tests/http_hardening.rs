@@ -449,3 +449,104 @@ async fn without_a_delay_shutdown_stops_accepting_at_once() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(Conn::open(srv.addr, pki.ca.cert_pem()).await.is_err());
 }
+
+/// Beyond the connection cap a new client waits for a slot (up to the handshake timeout), then is
+/// closed before any TLS; admissions on the open connections go on; slots free up as the stalled
+/// clients are cut at the first-request deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_wait_then_are_closed() {
+    let pki = Pki::new();
+    let settings = Settings {
+        max_connections: 4,
+        connection_wait: Duration::from_millis(500),
+        first_request_timeout: Duration::from_millis(2000),
+        ..Settings::default()
+    };
+    let srv = start(&pki, offline_cache(), settings).await;
+    let ca = pki.ca.cert_pem().to_string();
+    let mut real = Conn::open(srv.addr, &ca).await.unwrap();
+    assert_eq!(real.get("/healthz").await.status, StatusCode::OK);
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        let mut tls = tls_connect(srv.addr, &ca, &[b"http/1.1"]).await.unwrap();
+        tls.write_all(b"POST /inject HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
+        stalled.push(tls);
+    }
+    // The fifth: no slot, so no handshake; closed after the 0.5 s wait.
+    let t = Instant::now();
+    let fifth = tls_connect(srv.addr, &ca, &[b"http/1.1"]).await;
+    assert!(
+        fifth.is_err(),
+        "a connection beyond the cap must not be served"
+    );
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_millis(1500),
+        "closed after {waited:?} (wait 500 ms)"
+    );
+    // The open connection keeps admitting.
+    let r = real
+        .post("/inject", JSON, body(&pod_review("capped")))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(decoded_patch(&r.json()).is_some());
+    // The stalled ones are cut at their first-request deadline; their slots serve new clients.
+    for mut s in stalled {
+        wait_closed(&mut s, Duration::from_secs(3)).await;
+    }
+    let mut again = Conn::open(srv.addr, &ca)
+        .await
+        .expect("a freed slot serves a new client");
+    let m = again.get("/metrics").await.text();
+    assert!(
+        metric(&m, r#"skjold_webhook_connections_total{result="refused"}"#) >= 1.0,
+        "{m}"
+    );
+}
+
+/// The first-request deadline cuts a client that trickles its first request's headers, while a
+/// kept-alive connection that already sent a request may idle past it (only the idle timeout,
+/// long on purpose, applies to it).
+#[tokio::test]
+async fn the_first_request_deadline_cuts_trickles_but_not_kept_alive_connections() {
+    let pki = Pki::new();
+    let settings = Settings {
+        first_request_timeout: Duration::from_millis(800),
+        idle_timeout: Duration::from_secs(30),
+        ..Settings::default()
+    };
+    let srv = start(&pki, offline_cache(), settings).await;
+    let ca = pki.ca.cert_pem().to_string();
+    let mut kept = Conn::open(srv.addr, &ca).await.unwrap();
+    assert_eq!(kept.get("/healthz").await.status, StatusCode::OK);
+    let mut tls = tls_connect(srv.addr, &ca, &[b"http/1.1"]).await.unwrap();
+    tls.write_all(b"POST /inject HTTP/1.1\r\n").await.unwrap();
+    let started = Instant::now();
+    let mut cut = None;
+    for i in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let byte = [b'a' + (i % 26) as u8];
+        if tls.write_all(&byte).await.is_err() || tls.flush().await.is_err() {
+            cut = Some(started.elapsed());
+            break;
+        }
+        let mut probe = [0u8; 64];
+        if tokio::time::timeout(Duration::from_millis(1), tls.read(&mut probe))
+            .await
+            .is_ok()
+        {
+            cut = Some(started.elapsed());
+            break;
+        }
+    }
+    let cut = cut.expect("a header trickle must be cut at the first-request deadline");
+    assert!(
+        cut < Duration::from_millis(2000),
+        "cut after {cut:?} (deadline 800 ms)"
+    );
+    // The kept-alive connection idled 1+ s, past the deadline, and still admits.
+    let r = kept.post("/inject", JSON, body(&pod_review("kept"))).await;
+    assert_eq!(r.status, StatusCode::OK);
+}
