@@ -268,7 +268,7 @@ pub enum ConfigError {
     Parse(#[from] serde_yaml_ng::Error),
     #[error("injector config field `{field}` has invalid value {value:?}: {reason}")]
     Invalid {
-        field: &'static str,
+        field: String,
         value: String,
         reason: String,
     },
@@ -310,7 +310,7 @@ impl InjectorConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.proxy.image.trim().is_empty() {
             return Err(ConfigError::Invalid {
-                field: "proxy.image",
+                field: "proxy.image".into(),
                 value: self.proxy.image.clone(),
                 reason: "must be a non-empty image reference".into(),
             });
@@ -320,14 +320,14 @@ impl InjectorConfig {
             "" | "fips-140-2" | "fips-140-3" | "pqc"
         ) {
             return Err(ConfigError::Invalid {
-                field: "mesh.compliancePolicy",
+                field: "mesh.compliancePolicy".into(),
                 value: self.mesh.compliance_policy.clone(),
                 reason: "must be empty, fips-140-2, fips-140-3 or pqc".into(),
             });
         }
         if self.proxy.init_image.trim().is_empty() {
             return Err(ConfigError::Invalid {
-                field: "proxy.initImage",
+                field: "proxy.initImage".into(),
                 value: self.proxy.init_image.clone(),
                 reason: "must be a non-empty image reference".into(),
             });
@@ -348,18 +348,141 @@ impl InjectorConfig {
         ] {
             if v < 0 {
                 return Err(ConfigError::Invalid {
-                    field,
+                    field: field.into(),
                     value: v.to_string(),
                     reason: "must not be negative".into(),
                 });
             }
         }
+        self.validate_traffic_and_resources()?;
+        for (kind, list) in [
+            ("neverInjectSelector", &self.never_inject_selector),
+            ("alwaysInjectSelector", &self.always_inject_selector),
+        ] {
+            for (i, sel) in list.iter().enumerate() {
+                for (j, e) in sel.match_expressions.iter().flatten().enumerate() {
+                    let field = format!("{kind}[{i}].matchExpressions[{j}]");
+                    let values = e.values.as_deref().unwrap_or(&[]);
+                    let problem = match e.operator.as_str() {
+                        "In" | "NotIn" if values.is_empty() => Some("In and NotIn need values"),
+                        "Exists" | "DoesNotExist" if !values.is_empty() => {
+                            Some("Exists and DoesNotExist take no values")
+                        }
+                        "In" | "NotIn" | "Exists" | "DoesNotExist" => None,
+                        _ => Some("operator must be In, NotIn, Exists or DoesNotExist"),
+                    };
+                    if let Some(reason) = problem {
+                        return Err(ConfigError::Invalid {
+                            field,
+                            value: format!("{} {:?}", e.operator, values),
+                            reason: reason.into(),
+                        });
+                    }
+                }
+            }
+        }
         for (i, name) in self.image_pull_secrets.iter().enumerate() {
             if name.is_empty() || name.len() > 253 {
                 return Err(ConfigError::Invalid {
-                    field: "imagePullSecrets",
+                    field: "imagePullSecrets".into(),
                     value: format!("[{i}] {name:?}"),
                     reason: "must be a Secret name".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl InjectorConfig {
+    /// The proxy defaults that annotations would otherwise override: each parsed with the same
+    /// parser as its annotation, so a bad default is refused when the config is loaded (the cache
+    /// keeps the last good config) instead of being dropped at every admission.
+    fn validate_traffic_and_resources(&self) -> Result<(), ConfigError> {
+        use crate::inject::annotations as parse;
+        let p = &self.proxy;
+        let check = |field: &str, value: &str, r: Result<(), String>| {
+            r.map_err(|reason| ConfigError::Invalid {
+                field: field.to_string(),
+                value: value.to_string(),
+                reason,
+            })
+        };
+        let opt = |v: &str, f: fn(&str) -> Result<(), String>| {
+            if v.trim().is_empty() { Ok(()) } else { f(v) }
+        };
+        check(
+            "proxy.includeIpRanges",
+            &p.include_ip_ranges,
+            parse::parse_cidr_selection(&p.include_ip_ranges).map(drop),
+        )?;
+        check(
+            "proxy.excludeIpRanges",
+            &p.exclude_ip_ranges,
+            opt(&p.exclude_ip_ranges, |v| {
+                parse::parse_cidr_list(v).map(drop)
+            }),
+        )?;
+        check(
+            "proxy.includeInboundPorts",
+            &p.include_inbound_ports,
+            parse::parse_port_selection(&p.include_inbound_ports).map(drop),
+        )?;
+        for (field, v) in [
+            ("proxy.excludeInboundPorts", &p.exclude_inbound_ports),
+            ("proxy.includeOutboundPorts", &p.include_outbound_ports),
+            ("proxy.excludeOutboundPorts", &p.exclude_outbound_ports),
+        ] {
+            check(field, v, opt(v, |v| parse::parse_port_list(v).map(drop)))?;
+        }
+        check(
+            "proxy.logLevel",
+            &p.log_level,
+            parse::parse_envoy_log_level(&p.log_level).map(drop),
+        )?;
+        check(
+            "proxy.componentLogLevel",
+            &p.component_log_level,
+            parse::parse_component_log_level(&p.component_log_level).map(drop),
+        )?;
+        check(
+            "proxy.agentLogLevel",
+            &p.agent_log_level,
+            parse::parse_agent_log_level(&p.agent_log_level).map(drop),
+        )?;
+        let r = &p.resources;
+        let q = |field: &str, v: &str| -> Result<Option<i128>, ConfigError> {
+            if v.trim().is_empty() {
+                return Ok(None);
+            }
+            parse::parse_resource_quantity(v)
+                .map(|q| Some(q.nanos()))
+                .map_err(|reason| ConfigError::Invalid {
+                    field: field.to_string(),
+                    value: v.to_string(),
+                    reason,
+                })
+        };
+        for (name, req, lim) in [
+            ("cpu", &r.requests.cpu, &r.limits.cpu),
+            ("memory", &r.requests.memory, &r.limits.memory),
+            (
+                "ephemeral-storage",
+                &r.requests.ephemeral_storage,
+                &r.limits.ephemeral_storage,
+            ),
+        ] {
+            let (rq, lq) = (
+                q(&format!("proxy.resources.requests.{name}"), req)?,
+                q(&format!("proxy.resources.limits.{name}"), lim)?,
+            );
+            if let (Some(rq), Some(lq)) = (rq, lq)
+                && rq > lq
+            {
+                return Err(ConfigError::Invalid {
+                    field: format!("proxy.resources.requests.{name}"),
+                    value: req.clone(),
+                    reason: format!("greater than proxy.resources.limits.{name} {lim}"),
                 });
             }
         }
@@ -370,6 +493,44 @@ impl InjectorConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bad_defaults_are_refused_at_load_by_field() {
+        for (yaml, field) in [
+            (
+                "proxy: {includeIpRanges: 10.0.0.0}",
+                "proxy.includeIpRanges",
+            ),
+            (
+                "proxy: {excludeInboundPorts: \"80,http\"}",
+                "proxy.excludeInboundPorts",
+            ),
+            ("proxy: {logLevel: loud}", "proxy.logLevel"),
+            (
+                "proxy: {resources: {requests: {cpu: lots}}}",
+                "proxy.resources.requests.cpu",
+            ),
+            (
+                "proxy: {resources: {requests: {memory: 2Gi}, limits: {memory: 1Gi}}}",
+                "proxy.resources.requests.memory",
+            ),
+            (
+                "neverInjectSelector: [{matchExpressions: [{key: a, operator: Maybe}]}]",
+                "neverInjectSelector[0].matchExpressions[0]",
+            ),
+            (
+                "alwaysInjectSelector: [{matchExpressions: [{key: a, operator: In}]}]",
+                "alwaysInjectSelector[0].matchExpressions[0]",
+            ),
+        ] {
+            let e = InjectorConfig::from_yaml(yaml).unwrap_err().to_string();
+            assert!(e.contains(field), "{yaml}: {e}");
+        }
+        // Empty lists and the defaults are fine.
+        InjectorConfig::from_yaml("proxy: {excludeIpRanges: \"\", excludeOutboundPorts: \"\"}")
+            .unwrap();
+        InjectorConfig::default().validate().unwrap();
+    }
 
     #[test]
     fn empty_document_is_istio_defaults() {

@@ -287,10 +287,15 @@ fn hostile_input_is_refused_without_panic() {
 
 #[test]
 fn bad_selector_operator_is_a_config_error() {
-    let config: InjectorConfig = InjectorConfig::from_yaml(
-        "neverInjectSelector:\n- matchExpressions: [{key: a, operator: Maybe}]\n",
-    )
-    .unwrap();
+    let yaml = "neverInjectSelector:\n- matchExpressions: [{key: a, operator: Maybe}]\n";
+    // Refused when the config is loaded (the webhook's cache keeps the last good config) ...
+    let e = InjectorConfig::from_yaml(yaml).unwrap_err().to_string();
+    assert!(
+        e.contains("neverInjectSelector[0].matchExpressions[0]"),
+        "{e}"
+    );
+    // ... and, for a config built without loading, still an error naming it at admission.
+    let config: InjectorConfig = serde_yaml_ng::from_str(yaml).unwrap();
     let p = pod(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}]}}));
     let err = run(&p, &config).unwrap_err();
     assert_eq!(err.reason(), "invalid-config");
