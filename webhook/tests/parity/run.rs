@@ -136,6 +136,28 @@ fn render_and_compare(dir: &Path, input: &str, want: &str, overlay: &str) -> Ver
         Ok(g) => g,
         Err(e) => return Verdict::Failed(format!("Skjold refused: {e}")),
     };
+    // Injecting Skjold's own output again changes nothing (as `istioctl kube-inject` twice).
+    match inject(&got, &config) {
+        Ok(again) => {
+            let (Ok(a), Ok(b)) = (documents(&got), documents(&again)) else {
+                return Verdict::Failed("YAML of the re-injected output".into());
+            };
+            let mut diffs = Vec::new();
+            for (x, y) in a.iter().zip(&b) {
+                compare::diff(
+                    &compare::canonical(x),
+                    &compare::canonical(y),
+                    "",
+                    &mut diffs,
+                );
+            }
+            if a.len() != b.len() || !diffs.is_empty() {
+                let shown: Vec<String> = diffs.iter().take(3).map(ToString::to_string).collect();
+                return Verdict::Failed(format!("not idempotent: {}", shown.join("; ")));
+            }
+        }
+        Err(e) => return Verdict::Failed(format!("re-injecting Skjold's output refused: {e}")),
+    }
     let (want_docs, got_docs) = match (documents(&read(dir, want)), documents(&got)) {
         (Ok(w), Ok(g)) => (w, g),
         (Err(e), _) | (_, Err(e)) => return Verdict::Failed(format!("YAML: {e}")),
