@@ -26,8 +26,8 @@ pub const REV_LABEL: &str = "istio.io/rev";
 pub const INJECT_OVERRIDE: &str = "sidecar.istio.io/inject";
 pub const CONFIG_HASH_ANNOTATION: &str = "skjold.io/injector-config-hash";
 pub const DEFAULT_REVISION: &str = "default";
-/// Namespaces the webhook never injects (Istio's ignored namespaces).
-const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
+/// Namespaces the webhook never injects (Istio's ignored namespaces): the injector's own list.
+use skjold_webhook::inject::decision::IGNORED_NAMESPACES as SYSTEM_NAMESPACES;
 
 /// Istio's CRDs the guides use, with the API versions they are written in.
 pub const ISTIO_GUIDE_APIS: [(&str, &[&str]); 3] = [

@@ -8,13 +8,8 @@ use serde_json::{Value, json};
 use super::names;
 use super::{Input, ManagedObject, RenderError, WebhookTarget, typed};
 
-/// Namespaces never sent to the webhook (Istio's ignored namespaces).
-pub const SYSTEM_NAMESPACES: [&str; 4] = [
-    "kube-system",
-    "kube-public",
-    "kube-node-lease",
-    "local-path-storage",
-];
+/// Namespaces never sent to the webhook (Istio's ignored namespaces): the injector's own list.
+pub use skjold_webhook::inject::decision::IGNORED_NAMESPACES as SYSTEM_NAMESPACES;
 /// API server wait per call; a dead webhook delays pod creation by at most this much.
 pub const TIMEOUT_SECONDS: i32 = 5;
 /// cert-manager's cainjector fills `caBundle` from this Certificate (`namespace/name`).
