@@ -185,7 +185,15 @@ mod tests {
             .args(["-c", "sleep 30; true", "sh", "--secure-port=65001"])
             .spawn()
             .unwrap();
-        let found = find_apiserver(65001);
+        // The child is found once it has exec'd (its /proc entry shows the new image): poll.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let found = loop {
+            match find_apiserver(65001) {
+                Ok(f) => break Ok(f),
+                Err(e) if std::time::Instant::now() > deadline => break Err(e),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        };
         let _ = child.kill();
         let _ = child.wait();
         let (pid, argv) = found.unwrap();
