@@ -539,21 +539,36 @@ fn mutate(
         app_probers,
     };
     let mut proxy = match s.template {
-        settings::Template::Sidecar => render::proxy_container(s, config, &facts),
+        settings::Template::Sidecar => Some(render::proxy_container(s, config, &facts)),
         settings::Template::Gateway => {
             changes.sysctls = Some(render::gateway_sysctls());
             explanation.push(
                 "template: gateway (proxy router, no istio-init, pod may bind ports < 1024)".into(),
             );
-            render::gateway_container(s, config, &facts)
+            Some(render::gateway_container(s, config, &facts))
+        }
+        settings::Template::GrpcAgent => {
+            explanation.push(
+                "template: grpc-agent (proxyless gRPC: the agent serves xDS, no Envoy, no istio-init)"
+                    .into(),
+            );
+            Some(render::grpc_agent_container(s, config, &facts))
+        }
+        settings::Template::GrpcSimple => {
+            explanation.push(
+                "template: grpc-simple (proxyless gRPC bootstrap written by an init container, no proxy)"
+                    .into(),
+            );
+            None
         }
     };
     let mut init = needs_init.then(|| render::init_container(s, config));
     let mut applied: Vec<(patch::List, &overrides::Override)> = Vec::new();
     for o in &overrides {
-        let (target, list) = match o.name {
-            render::PROXY_NAME if s.native_sidecar => (&mut proxy, patch::List::InitContainers),
-            render::PROXY_NAME => (&mut proxy, patch::List::Containers),
+        let (target, list) = match (o.name.as_str(), proxy.as_mut()) {
+            (render::PROXY_NAME, Some(p)) if s.native_sidecar => (p, patch::List::InitContainers),
+            (render::PROXY_NAME, Some(p)) => (p, patch::List::Containers),
+            (render::PROXY_NAME, None) => continue,
             _ => match init.as_mut() {
                 Some(i) => (i, patch::List::InitContainers),
                 None => continue,
@@ -569,13 +584,30 @@ fn mutate(
             o.name
         ));
     }
-    if let Some(o) = overrides.iter().find(|o| o.name == render::PROXY_NAME) {
-        adjust_init_user(o, s, &mut proxy, init.as_mut());
+    if let Some(o) = overrides.iter().find(|o| o.name == render::PROXY_NAME)
+        && let Some(p) = proxy.as_mut()
+    {
+        adjust_init_user(o, s, p, init.as_mut());
     }
+    // The gRPC templates render each app container too (bootstrap env and mounts); as in Istio,
+    // the user's container is then an override of that one: merged in place, recorded in
+    // proxy.istio.io/overrides and listed in the status.
+    let app_overlays = match render::grpc_app_overlay(s.template) {
+        Some(template) => overrides::app_containers(spec, &template)?,
+        None => Vec::new(),
+    };
+    for (i, merged, o) in &app_overlays {
+        changes
+            .replaces
+            .push((patch::List::Containers, *i, merged.clone()));
+        applied.push((patch::List::Containers, o));
+    }
+    let grpc_bootstrap =
+        (s.template == settings::Template::GrpcSimple).then(|| render::grpc_bootstrap_init(config));
     // Re-injection: each re-rendered container is merged over the one it replaces, so what
     // others added to it since (the ServiceAccount plugin's token mount) stays.
     if let Some(previous) = previous {
-        for c in std::iter::once(&mut proxy).chain(init.as_mut()) {
+        for c in proxy.iter_mut().chain(init.as_mut()) {
             if let Some(old) = previous.containers.get(&c.name) {
                 let merged = overrides::merge_container(old, &patch::to_value(&*c)?);
                 *c = serde_json::from_value(merged)
@@ -594,7 +626,17 @@ fn mutate(
     let app_count = spec.containers.len() - removed_containers;
     let mut status_inits: Vec<&str> = Vec::new();
     let mut status_containers: Vec<&str> = Vec::new();
-    if s.native_sidecar {
+    if let Some(b) = grpc_bootstrap {
+        // A new init container of the template goes first, as the API server's merge puts it.
+        status_inits.push(render::GRPC_BOOTSTRAP_NAME);
+        changes.inserts.push((patch::List::InitContainers, 0, b));
+    }
+    let (native_proxy, classic_proxy) = if s.native_sidecar {
+        (proxy, None)
+    } else {
+        (None, proxy)
+    };
+    if let Some(proxy) = native_proxy {
         let mut at = 0;
         if let Some(i) = init {
             changes.inserts.push((patch::List::InitContainers, at, i));
@@ -615,7 +657,7 @@ fn mutate(
                     .into(),
             );
         }
-    } else {
+    } else if let Some(proxy) = classic_proxy {
         if let Some(i) = init {
             changes
                 .inserts
@@ -636,6 +678,7 @@ fn mutate(
             explanation.push("mode: classic sidecar (istio-proxy after the app containers)".into());
         }
     }
+    status_containers.extend(app_overlays.iter().map(|(_, _, o)| o.name.as_str()));
     if !needs_init && s.template == settings::Template::Sidecar {
         explanation.push("interception mode NONE: no istio-init".into());
     }
@@ -688,19 +731,23 @@ fn mutate(
     if s.template == settings::Template::Sidecar {
         add_label(keys::TLS_MODE_LABEL, "istio".into());
     }
+    // The grpc-simple template sets no labels and no rev/default-container annotations.
+    let simple = s.template == settings::Template::GrpcSimple;
     let canonical_name = identity::canonical_name(pod, &workload);
-    if !canonical_name.is_empty() {
+    if !canonical_name.is_empty() && !simple {
         add_label(keys::CANONICAL_NAME_LABEL, canonical_name);
     }
-    add_label(
-        keys::CANONICAL_REVISION_LABEL,
-        identity::canonical_revision(pod),
-    );
+    if !simple {
+        add_label(
+            keys::CANONICAL_REVISION_LABEL,
+            identity::canonical_revision(pod),
+        );
+    }
 
     // Annotations.
     let existing = |key: &str| pod_annotations.and_then(|a| a.get(key));
     let a = &mut changes.annotations;
-    if let Some(app) = app_names.first() {
+    if let Some(app) = app_names.first().filter(|_| !simple) {
         // A user-chosen default container is also the natural default for logs.
         let default = match existing(keys::DEFAULT_CONTAINER) {
             Some(d) => d.clone(),
@@ -724,10 +771,18 @@ fn mutate(
             .collect();
         explanation.push("metrics merging: prometheus.io/* annotations point at the agent".into());
     }
-    a.insert(
-        keys::REV_ANNOTATION.into(),
-        config.revision_name().to_string(),
-    );
+    if !simple {
+        a.insert(
+            keys::REV_ANNOTATION.into(),
+            config.revision_name().to_string(),
+        );
+    }
+    if matches!(
+        s.template,
+        settings::Template::GrpcAgent | settings::Template::GrpcSimple
+    ) {
+        a.insert(keys::REWRITE_PROBES.into(), "false".into());
+    }
     a.insert(keys::CONFIG_HASH.into(), config.hash());
     for (k, v) in &config.injected_annotations {
         a.insert(k.clone(), v.clone());

@@ -20,7 +20,7 @@ pub const AUTO_IMAGE: &str = "auto";
 /// One user container that overrides a rendered one.
 #[derive(Debug, Clone)]
 pub struct Override {
-    pub name: &'static str,
+    pub name: String,
     /// Where the user's container is in the pod as sent (it is removed from there).
     pub at: Option<(List, usize)>,
     /// What is merged over the rendered container (Go's zero values and `image: auto` dropped).
@@ -61,8 +61,42 @@ pub fn find(pod: &Pod, names: &[&'static str]) -> Result<Vec<Override>, InjectEr
             },
         };
         if let Some(overlay) = overlay {
-            out.push(Override { name, at, overlay });
+            out.push(Override {
+                name: name.to_string(),
+                at,
+                overlay,
+            });
         }
+    }
+    Ok(out)
+}
+
+/// For a template that renders every app container (`template`, named per container): each app
+/// container merged over its rendered one (the user's fields win), with its index, as an override.
+pub fn app_containers(
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+    template: &Container,
+) -> Result<Vec<(usize, Container, Override)>, InjectError> {
+    let mut out = Vec::new();
+    for (i, c) in spec.containers.iter().enumerate() {
+        if c.name == super::render::PROXY_NAME {
+            continue;
+        }
+        let rendered = Container {
+            name: c.name.clone(),
+            ..template.clone()
+        };
+        let overlay = clean(serde_json::to_value(c).map_err(internal)?);
+        let merged = apply(&rendered, &overlay)?;
+        out.push((
+            i,
+            merged,
+            Override {
+                name: c.name.clone(),
+                at: Some((List::Containers, i)),
+                overlay,
+            },
+        ));
     }
     Ok(out)
 }

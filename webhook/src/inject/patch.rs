@@ -36,6 +36,9 @@ impl List {
 pub struct Changes {
     /// Rewritten probes and lifecycle hooks: list, container index, JSON field, new value.
     pub probes: Vec<(List, usize, &'static str, Value)>,
+    /// Containers replaced in place (indices in the pod as sent): app containers a template
+    /// renders (the gRPC templates).
+    pub replaces: Vec<(List, usize, Container)>,
     /// The user's own override containers, removed (indices in the pod as sent).
     pub removes: Vec<(List, usize)>,
     /// Inserted containers at their final index (after the removals), ascending per list.
@@ -114,6 +117,12 @@ pub fn build(pod: &Pod, changes: Changes) -> Result<Patch, InjectError> {
         }));
     }
 
+    for (list, index, container) in &changes.replaces {
+        ops.push(PatchOperation::Replace(ReplaceOperation {
+            path: PointerBuf::from_tokens(["spec", list.field(), &index.to_string()]),
+            value: to_value(container)?,
+        }));
+    }
     // Then the removals, from the back so the indices stay those of the pod as sent.
     let mut removes = changes.removes.clone();
     removes.sort_by_key(|(l, i)| (*l == List::Containers, std::cmp::Reverse(*i)));

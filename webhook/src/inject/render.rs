@@ -17,6 +17,10 @@ use crate::config::{InboundTrafficPolicy, InjectorConfig, InterceptionMode};
 
 pub const PROXY_NAME: &str = "istio-proxy";
 pub const INIT_NAME: &str = "istio-init";
+/// The `grpc-simple` template's init container, which writes the gRPC xDS bootstrap.
+pub const GRPC_BOOTSTRAP_NAME: &str = "grpc-bootstrap-init";
+/// The `grpc-simple` template's volume holding that bootstrap.
+const GRPC_BOOTSTRAP_VOLUME: &str = "grpc-io-proxyless-bootstrap";
 /// Secret volume of `mountMtlsCerts` (certificates mounted at `/etc/certs/`).
 const MTLS_CERTS_VOLUME: &str = "istio-certs";
 /// Envoy's health port, probed by the kubelet.
@@ -444,6 +448,196 @@ pub fn gateway_container(
     }
 }
 
+/// `istio-proxy` of Istio's `grpc-agent` template: pilot-agent without Envoy (`DISABLE_ENVOY`),
+/// serving xDS and certificates to the app's gRPC library over `/etc/istio/proxy`; readiness on the
+/// agent's 15020, the app held until the agent is ready.
+pub fn grpc_agent_container(
+    s: &Settings<'_>,
+    config: &InjectorConfig,
+    facts: &PodFacts<'_>,
+) -> Container {
+    let mesh = &config.mesh;
+    let args = vec![
+        "proxy".to_string(),
+        "sidecar".into(),
+        "--domain".into(),
+        "$(POD_NAMESPACE).svc.cluster.local".into(),
+        format!("--proxyLogLevel={}", s.log_level),
+        format!("--proxyComponentLogLevel={}", s.component_log_level),
+        format!("--log_output_level={}", s.agent_log_level),
+    ];
+    let proxy_config_json = serde_json::to_string(&s.proxy_config).unwrap_or_else(|_| "{}".into());
+    let mut env = vec![
+        env("ISTIO_META_GENERATOR", "grpc"),
+        env("OUTPUT_CERTS", "/var/lib/istio/data"),
+    ];
+    if mesh.inbound_traffic_policy == InboundTrafficPolicy::Localhost {
+        env.push(self::env(
+            "REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION",
+            "true",
+        ));
+    }
+    env.extend([
+        self::env("PILOT_CERT_PROVIDER", "istiod"),
+        self::env("CA_ADDR", mesh.discovery_address.clone()),
+        field_env("POD_NAME", "metadata.name"),
+        field_env("POD_NAMESPACE", "metadata.namespace"),
+        field_env("INSTANCE_IP", "status.podIP"),
+        field_env("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+        field_env("HOST_IP", "status.hostIP"),
+        self::env("PROXY_CONFIG", format!("{proxy_config_json}\n")),
+        self::env("ISTIO_META_POD_PORTS", facts.pod_ports.clone()),
+        self::env("ISTIO_META_APP_CONTAINERS", facts.app_containers.clone()),
+        self::env("ISTIO_META_CLUSTER_ID", mesh.cluster_id.clone()),
+        field_env("ISTIO_META_NODE_NAME", "spec.nodeName"),
+        self::env("ISTIO_META_WORKLOAD_NAME", facts.workload_name),
+        self::env("ISTIO_META_OWNER", facts.owner.clone()),
+        self::env("ISTIO_META_MESH_ID", mesh.trust_domain.clone()),
+        self::env("TRUST_DOMAIN", mesh.trust_domain.clone()),
+    ]);
+    env.extend(proxy_metadata_env(s));
+    // gRPC resolves xds:/// names itself: no DNS capture, and no Envoy to start.
+    env.push(self::env("ISTIO_META_DNS_CAPTURE", "false"));
+    env.push(self::env("DISABLE_ENVOY", "true"));
+    if let Some(p) = &facts.prometheus_annotations {
+        env.push(self::env("ISTIO_PROMETHEUS_ANNOTATIONS", p.clone()));
+    }
+    let mut mounts = vec![
+        mount("workload-socket", "/var/run/secrets/workload-spiffe-uds"),
+        mount(
+            "workload-certs",
+            "/var/run/secrets/workload-spiffe-credentials",
+        ),
+        mount("istiod-ca-cert", "/var/run/secrets/istio"),
+        mount("istio-data", "/var/lib/istio/data"),
+        mount("istio-xds", "/etc/istio/proxy"),
+        mount("istio-token", "/var/run/secrets/tokens"),
+    ];
+    if config.mount_mtls_certs {
+        mounts.push(VolumeMount {
+            read_only: Some(true),
+            ..mount(MTLS_CERTS_VOLUME, "/etc/certs/")
+        });
+    }
+    mounts.push(mount("istio-podinfo", "/etc/istio/pod"));
+    for (name, m) in &s.user_volume_mounts {
+        let mut m = m.clone();
+        m.name = name.clone();
+        mounts.push(m);
+    }
+    let probe = (s.status_port != 0).then(|| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some("/healthz/ready".into()),
+            port: IntOrString::Int(15020),
+            ..Default::default()
+        }),
+        initial_delay_seconds: Some(s.readiness_initial_delay),
+        period_seconds: Some(s.readiness_period),
+        timeout_seconds: Some(3),
+        failure_threshold: Some(s.readiness_failure_threshold),
+        ..Default::default()
+    });
+    Container {
+        name: PROXY_NAME.into(),
+        image: Some(s.image.to_string()),
+        image_pull_policy: pull_policy(s),
+        args: Some(args),
+        env: Some(env),
+        ports: Some(vec![ContainerPort {
+            container_port: 15020,
+            name: Some("mesh-metrics".into()),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        lifecycle: Some(Lifecycle {
+            post_start: Some(exec_hook(&[
+                "pilot-agent",
+                "wait",
+                "--url=http://localhost:15020/healthz/ready",
+            ])),
+            ..Default::default()
+        }),
+        readiness_probe: probe,
+        resources: Some(s.resources.clone()),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    }
+}
+
+/// What the gRPC templates render for every app container (the user's container is merged over
+/// it): the bootstrap's env and mounts. `None` for the other templates.
+pub fn grpc_app_overlay(template: Template) -> Option<Container> {
+    let (env, mounts) = match template {
+        Template::GrpcAgent => (
+            vec![
+                env("GRPC_XDS_EXPERIMENTAL_SECURITY_SUPPORT", "true"),
+                env("GRPC_XDS_BOOTSTRAP", "/etc/istio/proxy/grpc-bootstrap.json"),
+            ],
+            vec![
+                mount("istio-data", "/var/lib/istio/data"),
+                mount("istio-xds", "/etc/istio/proxy"),
+                mount(
+                    "workload-certs",
+                    "/var/run/secrets/workload-spiffe-credentials",
+                ),
+            ],
+        ),
+        Template::GrpcSimple => (
+            vec![
+                env("GRPC_XDS_BOOTSTRAP", "/var/lib/grpc/data/bootstrap.json"),
+                env("GRPC_GO_LOG_VERBOSITY_LEVEL", "99"),
+                env("GRPC_GO_LOG_SEVERITY_LEVEL", "info"),
+            ],
+            vec![mount(GRPC_BOOTSTRAP_VOLUME, "/var/lib/grpc/data/")],
+        ),
+        Template::Sidecar | Template::Gateway => return None,
+    };
+    Some(Container {
+        env: Some(env),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    })
+}
+
+/// The `grpc-simple` template's init container: writes the gRPC xDS bootstrap pointing at istiod's
+/// plaintext port for the pod's node id.
+pub fn grpc_bootstrap_init(config: &InjectorConfig) -> Container {
+    let script = r#"NODE_ID="sidecar~${INSTANCE_IP}~${POD_NAME}.${POD_NAMESPACE}~cluster.local"
+SERVER_URI="dns:///istiod.${ISTIO_NAMESPACE}.svc:15010"
+echo '
+{
+  "xds_servers": [
+    {
+      "server_uri": "'${SERVER_URI}'",
+      "channel_creds": [{"type": "insecure"}],
+      "server_features" : ["xds_v3"]
+    }
+  ],
+  "node": {
+    "id": "'${NODE_ID}'",
+    "metadata": {
+      "GENERATOR": "grpc"
+    }
+  }
+}' > /var/lib/grpc/data/bootstrap.json"#;
+    Container {
+        name: GRPC_BOOTSTRAP_NAME.into(),
+        image: Some("busybox:1.28".into()),
+        command: Some(vec!["sh".into(), "-c".into(), script.into()]),
+        env: Some(vec![
+            field_env("INSTANCE_IP", "status.podIP"),
+            field_env("POD_NAME", "metadata.name"),
+            field_env("POD_NAMESPACE", "metadata.namespace"),
+            env(
+                "ISTIO_NAMESPACE",
+                format!("{}\n", config.mesh.control_plane_namespace),
+            ),
+        ]),
+        volume_mounts: Some(vec![mount(GRPC_BOOTSTRAP_VOLUME, "/var/lib/grpc/data/")]),
+        ..Default::default()
+    }
+}
+
 /// The gateway template's pod-level setting: Envoy may bind ports below 1024 without a
 /// capability.
 pub fn gateway_sysctls() -> Vec<k8s_openapi::api::core::v1::Sysctl> {
@@ -451,6 +645,86 @@ pub fn gateway_sysctls() -> Vec<k8s_openapi::api::core::v1::Sysctl> {
         name: "net.ipv4.ip_unprivileged_port_start".into(),
         value: "0".into(),
     }]
+}
+
+fn mtls_certs_volume(service_account: &str) -> Volume {
+    let sa = if service_account.is_empty() {
+        "default"
+    } else {
+        service_account
+    };
+    Volume {
+        name: MTLS_CERTS_VOLUME.into(),
+        secret: Some(SecretVolumeSource {
+            optional: Some(true),
+            secret_name: Some(format!("istio.{sa}")),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn podinfo_volume() -> Volume {
+    Volume {
+        name: "istio-podinfo".into(),
+        downward_api: Some(DownwardAPIVolumeSource {
+            items: Some(vec![
+                downward("labels", "metadata.labels"),
+                downward("annotations", "metadata.annotations"),
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn token_volume() -> Volume {
+    Volume {
+        name: "istio-token".into(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![VolumeProjection {
+                service_account_token: Some(ServiceAccountTokenProjection {
+                    audience: Some("istio-ca".into()),
+                    expiration_seconds: Some(43200),
+                    path: "istio-token".into(),
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The `grpc-agent` template's volumes, in its order.
+fn grpc_agent_volumes(
+    s: &Settings<'_>,
+    config: &InjectorConfig,
+    service_account: &str,
+) -> Vec<Volume> {
+    let mut v = vec![
+        empty_dir("workload-socket", None),
+        empty_dir("workload-certs", None),
+    ];
+    if let Some(cm) = s.bootstrap_override {
+        v.push(config_map("custom-bootstrap-volume", cm, false));
+    }
+    v.extend([
+        empty_dir("istio-xds", Some("Memory")),
+        empty_dir("istio-data", None),
+        podinfo_volume(),
+        token_volume(),
+        config_map("istiod-ca-cert", "istio-ca-root-cert", false),
+    ]);
+    if config.mount_mtls_certs {
+        v.push(mtls_certs_volume(service_account));
+    }
+    for (name, vol) in &s.user_volumes {
+        let mut vol = vol.clone();
+        vol.name = name.clone();
+        v.push(vol);
+    }
+    v
 }
 
 fn env_bootstrap_override() -> EnvVar {
@@ -506,6 +780,11 @@ fn downward(path: &str, field: &str) -> DownwardAPIVolumeFile {
 /// The pod volumes, in [`VOLUME_NAMES`] order, then the optional ones. `service_account` names
 /// the pod's ServiceAccount (empty: `default`), for `mountMtlsCerts`.
 pub fn volumes(s: &Settings<'_>, config: &InjectorConfig, service_account: &str) -> Vec<Volume> {
+    match s.template {
+        Template::GrpcSimple => return vec![empty_dir(GRPC_BOOTSTRAP_VOLUME, None)],
+        Template::GrpcAgent => return grpc_agent_volumes(s, config, service_account),
+        Template::Sidecar | Template::Gateway => {}
+    }
     let gateway = s.template == Template::Gateway;
     let mut v = vec![
         empty_dir("workload-socket", None),
@@ -519,52 +798,15 @@ pub fn volumes(s: &Settings<'_>, config: &InjectorConfig, service_account: &str)
     v.extend([
         empty_dir("istio-envoy", Some("Memory")),
         empty_dir("istio-data", None),
-        Volume {
-            name: "istio-podinfo".into(),
-            downward_api: Some(DownwardAPIVolumeSource {
-                items: Some(vec![
-                    downward("labels", "metadata.labels"),
-                    downward("annotations", "metadata.annotations"),
-                ]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        Volume {
-            name: "istio-token".into(),
-            projected: Some(ProjectedVolumeSource {
-                sources: Some(vec![VolumeProjection {
-                    service_account_token: Some(ServiceAccountTokenProjection {
-                        audience: Some("istio-ca".into()),
-                        expiration_seconds: Some(43200),
-                        path: "istio-token".into(),
-                    }),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
+        podinfo_volume(),
+        token_volume(),
         config_map("istiod-ca-cert", "istio-ca-root-cert", false),
     ]);
     if !gateway {
         v.push(config_map("istio-ca-crl", "istio-ca-crl", true));
     }
     if config.mount_mtls_certs {
-        let sa = if service_account.is_empty() {
-            "default"
-        } else {
-            service_account
-        };
-        v.push(Volume {
-            name: MTLS_CERTS_VOLUME.into(),
-            secret: Some(SecretVolumeSource {
-                optional: Some(true),
-                secret_name: Some(format!("istio.{sa}")),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
+        v.push(mtls_certs_volume(service_account));
     }
     if gateway {
         return v;

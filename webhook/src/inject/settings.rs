@@ -70,6 +70,10 @@ pub enum Template {
     /// `gateway`: the pod is a gateway (`proxy router`); no iptables, never a native sidecar,
     /// the proxy's resources are the pod author's.
     Gateway,
+    /// `grpc-agent`: proxyless gRPC with pilot-agent (no Envoy) serving xDS to the app.
+    GrpcAgent,
+    /// `grpc-simple`: proxyless gRPC talking to istiod directly; no proxy at all.
+    GrpcSimple,
 }
 
 impl Template {
@@ -77,6 +81,8 @@ impl Template {
         match self {
             Template::Sidecar => "sidecar",
             Template::Gateway => "gateway",
+            Template::GrpcAgent => "grpc-agent",
+            Template::GrpcSimple => "grpc-simple",
         }
     }
 }
@@ -404,7 +410,9 @@ pub fn resolve<'a>(
             let t = match name {
                 "sidecar" => Template::Sidecar,
                 "gateway" => Template::Gateway,
-                "grpc-simple" | "grpc-agent" | "waypoint" | "kube-gateway" => {
+                "grpc-agent" => Template::GrpcAgent,
+                "grpc-simple" => Template::GrpcSimple,
+                "waypoint" | "kube-gateway" => {
                     r.warnings.push(format!(
                         "{}: Istio's template \"{name}\" is not built into Skjold yet; the \
                          standard sidecar template is used",
@@ -417,8 +425,8 @@ pub fn resolve<'a>(
                     r.problem(
                         keys::INJECT_TEMPLATES,
                         format!(
-                            "unknown injection template \"{shown}\"; Skjold has \"sidecar\" and \
-                             \"gateway\" (Istio's grpc-simple and grpc-agent are not built in yet)"
+                            "unknown injection template \"{shown}\"; Skjold has Istio's \"sidecar\", \
+                             \"gateway\", \"grpc-agent\" and \"grpc-simple\""
                         ),
                     );
                     continue;
@@ -433,8 +441,8 @@ pub fn resolve<'a>(
             [one] => template = *one,
             _ => r.problem(
                 keys::INJECT_TEMPLATES,
-                "the templates \"sidecar\" and \"gateway\" cannot be combined: a pod is a \
-                 sidecar-injected workload or a gateway"
+                "these templates cannot be combined: a pod is a sidecar-injected workload, a \
+                 gateway or a proxyless gRPC workload"
                     .into(),
             ),
         }
@@ -445,6 +453,9 @@ pub fn resolve<'a>(
     }
     // A gateway's proxy is the pod's main container: never a native sidecar, no iptables.
     let native_sidecar = native_sidecar && template == Template::Sidecar;
+    // The gRPC templates set sidecar.istio.io/rewriteAppHTTPProbers: "false" on the pod.
+    let rewrite_probes =
+        rewrite_probes && !matches!(template, Template::GrpcAgent | Template::GrpcSimple);
     Ok(Settings {
         template,
         image,

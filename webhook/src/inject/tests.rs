@@ -565,10 +565,11 @@ fn an_unknown_injection_template_is_refused_by_name() {
         err.contains("inject.istio.io/templates") && err.contains("mytemplate"),
         "{err}"
     );
-    let p = pod_with(&[("inject.istio.io/templates", "grpc-agent")]);
+    // Istio's templates that are not built in yet are named in a warning.
+    let p = pod_with(&[("inject.istio.io/templates", "waypoint")]);
     let out = run(&p, &InjectorConfig::default()).unwrap();
     assert!(
-        out.warnings.iter().any(|w| w.contains("grpc-agent")),
+        out.warnings.iter().any(|w| w.contains("waypoint")),
         "{:?}",
         out.warnings
     );

@@ -429,8 +429,6 @@ pub fn explained(case: &str, path: &str) -> Option<&'static str> {
 /// behaviour lands.
 pub const GAPS: &[(&str, &str)] = &[
     ("gateway-spire.yaml.injected", CUSTOM),
-    ("grpc-simple.yaml.injected", TEMPLATES),
-    ("grpc-agent.yaml.injected", TEMPLATES),
     ("sidecar-spire.yaml.injected", CUSTOM),
     ("custom-template.yaml.injected", CUSTOM),
     (
@@ -439,7 +437,6 @@ pub const GAPS: &[(&str, &str)] = &[
     ),
 ];
 
-const TEMPLATES: &str = "inject.istio.io/templates grpc-simple and grpc-agent not yet built in";
 const CUSTOM: &str = "custom injection templates from the install values not yet supported";
 
 /// The known gap of `case`, if any.
