@@ -209,6 +209,10 @@ pub struct MeshSettings {
     pub inbound_traffic_policy: InboundTrafficPolicy,
     /// Istio's `COMPLIANCE_POLICY` (e.g. `fips-140-3`), passed to the proxy.
     pub compliance_policy: String,
+    /// The mesh has an OpenTelemetry provider with `serviceAttributeEnrichment:
+    /// OTEL_SEMANTIC_CONVENTIONS`: the proxy gets `OTEL_RESOURCE_ATTRIBUTES` (service.namespace,
+    /// service.version, service.instance.id) derived from the pod, as Istio renders it.
+    pub otel_semantic_conventions: bool,
 }
 
 /// `meshConfig.inboundTrafficPolicy.mode`.
@@ -235,6 +239,7 @@ impl Default for MeshSettings {
             enable_prometheus_merge: true,
             inbound_traffic_policy: InboundTrafficPolicy::Passthrough,
             compliance_policy: String::new(),
+            otel_semantic_conventions: false,
         }
     }
 }

@@ -537,6 +537,11 @@ fn mutate(
         owner: workload.owner_uri(ns),
         prometheus_annotations,
         app_probers,
+        otel_resource_attributes: config
+            .mesh
+            .otel_semantic_conventions
+            .then(|| render::otel_resource_attributes(pod, ns))
+            .flatten(),
     };
     let mut proxy = match s.template {
         settings::Template::Sidecar => Some(render::proxy_container(s, config, &facts)),

@@ -49,6 +49,8 @@ pub struct PodFacts<'a> {
     pub owner: String,
     pub prometheus_annotations: Option<String>,
     pub app_probers: Option<String>,
+    /// `OTEL_RESOURCE_ATTRIBUTES` when the mesh asks for OTel semantic conventions.
+    pub otel_resource_attributes: Option<String>,
 }
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
@@ -164,6 +166,68 @@ fn ready_probe(s: &Settings<'_>, startup: bool) -> Probe {
     }
 }
 
+/// Istio's `otelResourceAttributes`: service.namespace (annotation, else the namespace),
+/// service.version (annotation, else `app.kubernetes.io/version`, else a single container's image
+/// tag/digest), service.instance.id (annotation, else `<ns>.$(POD_NAME).<first container>`).
+pub fn otel_resource_attributes(
+    pod: &k8s_openapi::api::core::v1::Pod,
+    namespace: &str,
+) -> Option<String> {
+    let ann = |k: &str| {
+        pod.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(k))
+            .filter(|v| !v.is_empty())
+    };
+    let containers = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or(&[]);
+    let mut attrs = Vec::new();
+    if let Some(v) = ann("resource.opentelemetry.io/service.namespace") {
+        attrs.push(format!("service.namespace={v}"));
+    } else if !namespace.is_empty() {
+        attrs.push(format!("service.namespace={namespace}"));
+    }
+    let label = pod
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("app.kubernetes.io/version"))
+        .filter(|v| !v.is_empty());
+    if let Some(v) = ann("resource.opentelemetry.io/service.version").or(label) {
+        attrs.push(format!("service.version={v}"));
+    } else if let [only] = containers {
+        let image = only.image.as_deref().unwrap_or_default();
+        let (rest, digest) = image.split_once('@').unwrap_or((image, ""));
+        let tag = match (rest.rfind(':'), rest.rfind('/')) {
+            (Some(c), Some(s)) if c > s => &rest[c + 1..],
+            (Some(c), None) => &rest[c + 1..],
+            _ => "",
+        };
+        let version = match (tag.is_empty(), digest.is_empty()) {
+            (false, false) => format!("{tag}@{digest}"),
+            (true, false) => digest.to_string(),
+            (false, true) => tag.to_string(),
+            (true, true) => String::new(),
+        };
+        if !version.is_empty() {
+            attrs.push(format!("service.version={version}"));
+        }
+    }
+    if let Some(v) = ann("resource.opentelemetry.io/service.instance.id") {
+        attrs.push(format!("service.instance.id={v}"));
+    } else if let Some(first) = containers.first() {
+        attrs.push(format!(
+            "service.instance.id={namespace}.$(POD_NAME).{}",
+            first.name
+        ));
+    }
+    (!attrs.is_empty()).then(|| attrs.join(","))
+}
+
 /// `istio-proxy`: pilot-agent + Envoy, uid 1337.
 pub fn proxy_container(
     s: &Settings<'_>,
@@ -209,6 +273,9 @@ pub fn proxy_container(
         env("ISTIO_META_MESH_ID", mesh.trust_domain.clone()),
         env("TRUST_DOMAIN", mesh.trust_domain.clone()),
     ];
+    if let Some(a) = &facts.otel_resource_attributes {
+        env.push(self::env("OTEL_RESOURCE_ATTRIBUTES", a.clone()));
+    }
     if mesh.inbound_traffic_policy == InboundTrafficPolicy::Localhost {
         env.push(self::env(
             "REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION",

@@ -431,10 +431,6 @@ pub const GAPS: &[(&str, &str)] = &[
     ("gateway-spire.yaml.injected", CUSTOM),
     ("sidecar-spire.yaml.injected", CUSTOM),
     ("custom-template.yaml.injected", CUSTOM),
-    (
-        "hello-otel-semconv.yaml.injected",
-        "OTel semantic-convention resource attributes (meshConfig.extensionProviders) not rendered",
-    ),
 ];
 
 const CUSTOM: &str = "custom injection templates from the install values not yet supported";
