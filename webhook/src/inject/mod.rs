@@ -602,9 +602,16 @@ fn mutate(
         None => Vec::new(),
     };
     for (i, merged, o) in &app_overlays {
-        changes
-            .replaces
-            .push((patch::List::Containers, *i, merged.clone()));
+        // Re-injection: merged over the container as it was, so what others added to it since
+        // (the ServiceAccount plugin's token mount) stays, as for the proxy below.
+        let merged = match previous.and_then(|p| p.containers.get(&o.name)) {
+            Some(old) => {
+                serde_json::from_value(overrides::merge_container(old, &patch::to_value(merged)?))
+                    .map_err(|e| InjectError::Internal(e.to_string()))?
+            }
+            None => merged.clone(),
+        };
+        changes.replaces.push((patch::List::Containers, *i, merged));
         applied.push((patch::List::Containers, o));
     }
     let grpc_bootstrap =

@@ -158,6 +158,26 @@ fn reinjection_keeps_what_others_added_to_the_injected_containers() {
     assert!(second.patch.0.is_empty());
 }
 
+/// The same for a grpc-agent pod, whose app containers the template renders too: the token mount
+/// the ServiceAccount plugin put into the app containers stays.
+#[test]
+fn grpc_reinjection_keeps_what_others_added_to_the_app_containers() {
+    let input = json!({"metadata": {"name": "p", "annotations": {"inject.istio.io/templates": "grpc-agent"}},
+        "spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]}});
+    let config = InjectorConfig::default();
+    let out = run(&pod(input.clone()), &config).unwrap();
+    let mut patched = input;
+    json_patch::patch(&mut patched, &out.patch).unwrap();
+    let sa_mount = json!({"name": "kube-api-access-x", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true});
+    for c in patched["spec"]["containers"].as_array_mut().unwrap() {
+        if let Some(m) = c["volumeMounts"].as_array_mut() {
+            m.push(sa_mount.clone());
+        }
+    }
+    let second = run(&pod(patched), &config).unwrap();
+    assert_eq!(second.reason, Reason::AlreadyInjected, "{:?}", second.patch);
+}
+
 /// A webhook reinvocation after another webhook added a container: the proxy is re-rendered for
 /// it (its name in ISTIO_META_APP_CONTAINERS, its probe rewritten), the first app's rewritten
 /// probe keeps its original, and the result is stable.
