@@ -361,7 +361,12 @@ fn reinject(
     let patch = patch::build(&stripped, changes)?;
     let mut result = patch::to_value(&stripped)?;
     json_patch::patch(&mut result, &patch).map_err(|e| InjectError::Internal(e.to_string()))?;
-    let diff = json_patch::diff(&patch::to_value(req.pod)?, &result);
+    let original = patch::to_value(req.pod)?;
+    let mut diff = json_patch::diff(&original, &result);
+    // The API server stores quantities canonically (`2000m` comes back as `2`): a quantity that
+    // differs only in spelling is no change.
+    diff.0
+        .retain(|op| !same_quantity(&original, op) && !zero_the_api_server_drops(op));
     if diff.0.is_empty() {
         return unchanged(warnings, explanation, "re-rendering gives the same pod");
     }
@@ -378,6 +383,45 @@ fn reinject(
         warnings,
         explanation,
     })
+}
+
+/// Whether `op` adds a probe's zero count that the API server stores as absent (Go's omitempty), as
+/// a user's override may carry.
+fn zero_the_api_server_drops(op: &json_patch::PatchOperation) -> bool {
+    let json_patch::PatchOperation::Add(a) = op else {
+        return false;
+    };
+    let field = a.path.as_str().rsplit('/').next().unwrap_or_default();
+    a.value.as_i64() == Some(0)
+        && matches!(
+            field,
+            "initialDelaySeconds"
+                | "timeoutSeconds"
+                | "periodSeconds"
+                | "successThreshold"
+                | "failureThreshold"
+        )
+}
+
+/// Whether `op` replaces a resource quantity with the same amount spelt differently.
+fn same_quantity(original: &serde_json::Value, op: &json_patch::PatchOperation) -> bool {
+    let json_patch::PatchOperation::Replace(r) = op else {
+        return false;
+    };
+    let path = r.path.as_str();
+    if !(path.contains("/resources/limits/") || path.contains("/resources/requests/")) {
+        return false;
+    }
+    let (Some(old), Some(new)) = (
+        original.pointer(path).and_then(serde_json::Value::as_str),
+        r.value.as_str(),
+    ) else {
+        return false;
+    };
+    matches!(
+        (annotations::parse_quantity(old), annotations::parse_quantity(new)),
+        (Ok(a), Ok(b)) if a.nanos() == b.nanos()
+    )
 }
 
 /// Sidecar status annotation (`sidecar.istio.io/status`), Istio's JSON shape and field order.
@@ -730,6 +774,22 @@ fn mutate(
     };
     let status_json =
         serde_json::to_string(&status).map_err(|e| InjectError::Internal(e.to_string()))?;
+    // Re-injection: a volume as stored (with the API server's defaults) stays when it is what
+    // would be rendered.
+    let volumes = match previous {
+        Some(p) => volumes
+            .into_iter()
+            .map(|v| {
+                let rendered = patch::to_value(&v)?;
+                match p.same_volume(&rendered) {
+                    Some(old) => serde_json::from_value(old.clone())
+                        .map_err(|e| InjectError::Internal(e.to_string())),
+                    None => Ok(v),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        None => volumes,
+    };
     changes.volumes = volumes;
 
     // Labels: existing values are kept.

@@ -20,6 +20,38 @@ pub struct Previous {
     pub containers: BTreeMap<String, Value>,
     /// The old proxy's `ISTIO_KUBE_APP_PROBERS`.
     pub probers: serde_json::Map<String, Value>,
+    /// The volumes the status lists, as stored (with the API server's defaults).
+    pub volumes: BTreeMap<String, Value>,
+}
+
+impl Previous {
+    /// The stored volume of that name when it is the rendered one plus only the API server's
+    /// defaults (`defaultMode`, a fieldRef's `apiVersion: v1`): keeping it is no change.
+    pub fn same_volume(&self, rendered: &Value) -> Option<&Value> {
+        let old = self.volumes.get(rendered["name"].as_str()?)?;
+        (without_defaults(old.clone()) == without_defaults(rendered.clone())).then_some(old)
+    }
+}
+
+/// A volume without the fields the API server defaults.
+fn without_defaults(mut v: Value) -> Value {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.remove("defaultMode");
+                if m.get("apiVersion").and_then(Value::as_str) == Some("v1")
+                    && m.contains_key("fieldPath")
+                {
+                    m.remove("apiVersion");
+                }
+                m.values_mut().for_each(walk);
+            }
+            Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut v);
+    v
 }
 
 /// The pod without what its status annotation lists, and what was taken out; `None` when the
@@ -80,6 +112,11 @@ pub fn strip(pod: &Pod) -> Result<Option<(Pod, Previous)>, InjectError> {
         }
     }
     if let Some(list) = spec.volumes.as_mut() {
+        for v in list.iter().filter(|v| volumes.contains(&v.name)) {
+            let stored =
+                serde_json::to_value(v).map_err(|e| InjectError::Internal(e.to_string()))?;
+            previous.volumes.insert(v.name.clone(), stored);
+        }
         list.retain(|v| !volumes.contains(&v.name));
         if list.is_empty() {
             spec.volumes = None;

@@ -158,7 +158,9 @@ fn ready_probe(s: &Settings<'_>, startup: bool) -> Probe {
             port: IntOrString::Int(HEALTH_PORT),
             ..Default::default()
         }),
-        initial_delay_seconds: Some(delay),
+        // Kubernetes stores a zero delay as absent (Go's omitempty): render it the same way, so a
+        // re-injection compares equal to the stored pod.
+        initial_delay_seconds: (delay > 0).then_some(delay),
         period_seconds: Some(period),
         timeout_seconds: Some(3),
         failure_threshold: Some(threshold),
@@ -598,7 +600,7 @@ pub fn grpc_agent_container(
             port: IntOrString::Int(15020),
             ..Default::default()
         }),
-        initial_delay_seconds: Some(s.readiness_initial_delay),
+        initial_delay_seconds: (s.readiness_initial_delay > 0).then_some(s.readiness_initial_delay),
         period_seconds: Some(s.readiness_period),
         timeout_seconds: Some(3),
         failure_threshold: Some(s.readiness_failure_threshold),

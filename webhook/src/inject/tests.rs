@@ -158,6 +158,56 @@ fn reinjection_keeps_what_others_added_to_the_injected_containers() {
     assert!(second.patch.0.is_empty());
 }
 
+/// The reinvocation sees the pod as the API server decoded it: quantities canonical (`2000m` is
+/// `2`, `1024Mi` is `1Gi`). That is no change either.
+#[test]
+fn reinjection_ignores_canonical_quantity_spelling() {
+    let input = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}]}});
+    let config = InjectorConfig::default();
+    let out = run(&pod(input.clone()), &config).unwrap();
+    let mut patched = input;
+    json_patch::patch(&mut patched, &out.patch).unwrap();
+    for list in ["containers", "initContainers"] {
+        for c in patched["spec"][list].as_array_mut().unwrap() {
+            if c["name"] == "a" {
+                continue;
+            }
+            c["resources"]["limits"]["cpu"] = json!("2");
+            c["resources"]["limits"]["memory"] = json!("1Gi");
+        }
+    }
+    let second = run(&pod(patched), &config).unwrap();
+    assert_eq!(second.reason, Reason::AlreadyInjected, "{:?}", second.patch);
+}
+
+/// ... and with the API server's volume defaults (`defaultMode`, a fieldRef's `apiVersion`).
+#[test]
+fn reinjection_ignores_the_api_servers_volume_defaults() {
+    let input = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}]}});
+    let config = InjectorConfig::default();
+    let out = run(&pod(input.clone()), &config).unwrap();
+    let mut patched = input;
+    json_patch::patch(&mut patched, &out.patch).unwrap();
+    for v in patched["spec"]["volumes"].as_array_mut().unwrap() {
+        for src in ["configMap", "projected", "downwardAPI"] {
+            if v[src].is_object() {
+                v[src]["defaultMode"] = json!(420);
+            }
+        }
+        if let Some(items) = v
+            .get_mut("downwardAPI")
+            .and_then(|d| d.get_mut("items"))
+            .and_then(Value::as_array_mut)
+        {
+            for item in items {
+                item["fieldRef"]["apiVersion"] = json!("v1");
+            }
+        }
+    }
+    let second = run(&pod(patched), &config).unwrap();
+    assert_eq!(second.reason, Reason::AlreadyInjected, "{:?}", second.patch);
+}
+
 /// The same for a grpc-agent pod, whose app containers the template renders too: the token mount
 /// the ServiceAccount plugin put into the app containers stays.
 #[test]
