@@ -92,6 +92,20 @@ struct NodeState {
     by_name: HashMap<String, bool>,
     relist: Option<HashMap<String, bool>>,
     synced: bool,
+    /// Derived from the above on every event, so an admission reads it without walking the nodes.
+    support: NodeSupport,
+}
+
+impl NodeState {
+    fn derive(&mut self) {
+        self.support = if !self.synced || self.by_name.is_empty() {
+            NodeSupport::Unknown
+        } else if self.by_name.values().all(|native| *native) {
+            NodeSupport::NativeSidecars
+        } else {
+            NodeSupport::Classic
+        };
+    }
 }
 
 impl Cache {
@@ -123,14 +137,10 @@ impl Cache {
     /// What the nodes support, for the `auto` native-sidecar rule: unknown until the Node watch
     /// has listed (or when it is refused), then native only when every kubelet is >= 1.33.
     pub fn node_support(&self) -> NodeSupport {
-        let state = self.nodes.read().unwrap_or_else(PoisonError::into_inner);
-        if !state.synced || state.by_name.is_empty() {
-            NodeSupport::Unknown
-        } else if state.by_name.values().all(|native| *native) {
-            NodeSupport::NativeSidecars
-        } else {
-            NodeSupport::Classic
-        }
+        self.nodes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .support
     }
 
     /// Applies one Node watch event (only the kubelet version is kept).
@@ -171,6 +181,7 @@ impl Cache {
                 }
             }
         }
+        state.derive();
     }
 
     /// Ready when, with Kubernetes, both stores have completed their first list.

@@ -230,29 +230,22 @@ pub fn otel_resource_attributes(
     (!attrs.is_empty()).then(|| attrs.join(","))
 }
 
-/// `istio-proxy`: pilot-agent + Envoy, uid 1337.
-pub fn proxy_container(
-    s: &Settings<'_>,
-    config: &InjectorConfig,
-    facts: &PodFacts<'_>,
-) -> Container {
-    let mesh = &config.mesh;
-    let mut args = vec![
+/// pilot-agent's arguments: `proxy <mode>` and the log levels.
+fn agent_args(s: &Settings<'_>, mode: &str) -> Vec<String> {
+    vec![
         "proxy".to_string(),
-        "sidecar".into(),
+        mode.into(),
         "--domain".into(),
         "$(POD_NAMESPACE).svc.cluster.local".into(),
         format!("--proxyLogLevel={}", s.log_level),
         format!("--proxyComponentLogLevel={}", s.component_log_level),
         format!("--log_output_level={}", s.agent_log_level),
-    ];
-    // Istio passes a concurrency only when it is positive (0 lets the agent size it).
-    if let Some(c) = s.concurrency.filter(|c| *c > 0) {
-        args.push("--concurrency".into());
-        args.push(c.to_string());
-    }
-    let proxy_config_json = serde_json::to_string(&s.proxy_config).unwrap_or_else(|_| "{}".into());
-    let mut env = vec![
+    ]
+}
+
+/// The agent's identity and CA env, first in every Istio proxy template.
+fn identity_env(mesh: &crate::config::MeshSettings) -> Vec<EnvVar> {
+    vec![
         env("PILOT_CERT_PROVIDER", "istiod"),
         env("CA_ADDR", mesh.discovery_address.clone()),
         field_env("POD_NAME", "metadata.name"),
@@ -260,30 +253,12 @@ pub fn proxy_container(
         field_env("INSTANCE_IP", "status.podIP"),
         field_env("SERVICE_ACCOUNT", "spec.serviceAccountName"),
         field_env("HOST_IP", "status.hostIP"),
-        resource_env("ISTIO_CPU_LIMIT", "limits.cpu", Some("1")),
-        env("PROXY_CONFIG", proxy_config_json),
-        env("ISTIO_META_POD_PORTS", facts.pod_ports.clone()),
-        env("ISTIO_META_APP_CONTAINERS", facts.app_containers.clone()),
-        resource_env("GOMEMLIMIT", "limits.memory", None),
-        // Istio 1.32: the agent's Go runtime sized to the proxy's CPU limit.
-        resource_env("GOMAXPROCS", "limits.cpu", Some("1")),
-        env("ISTIO_META_CLUSTER_ID", mesh.cluster_id.clone()),
-        field_env("ISTIO_META_NODE_NAME", "spec.nodeName"),
-        env("ISTIO_META_INTERCEPTION_MODE", s.interception_mode.as_str()),
-        env("ISTIO_META_WORKLOAD_NAME", facts.workload_name),
-        env("ISTIO_META_OWNER", facts.owner.clone()),
-        env("ISTIO_META_MESH_ID", mesh.trust_domain.clone()),
-        env("TRUST_DOMAIN", mesh.trust_domain.clone()),
-    ];
-    if let Some(a) = &facts.otel_resource_attributes {
-        env.push(self::env("OTEL_RESOURCE_ATTRIBUTES", a.clone()));
-    }
-    if mesh.inbound_traffic_policy == InboundTrafficPolicy::Localhost {
-        env.push(self::env(
-            "REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION",
-            "true",
-        ));
-    }
+    ]
+}
+
+/// `COMPLIANCE_POLICY` (and Go's FIPS-only mode for `fips-140-3`), when the mesh sets one.
+fn compliance_env(mesh: &crate::config::MeshSettings) -> Vec<EnvVar> {
+    let mut env = Vec::new();
     if !mesh.compliance_policy.is_empty() {
         env.push(self::env(
             "COMPLIANCE_POLICY",
@@ -293,6 +268,50 @@ pub fn proxy_container(
             env.push(self::env("GODEBUG", "fips140=only"));
         }
     }
+    env
+}
+
+/// `istio-proxy`: pilot-agent + Envoy, uid 1337.
+pub fn proxy_container(
+    s: &Settings<'_>,
+    config: &InjectorConfig,
+    facts: &PodFacts<'_>,
+) -> Container {
+    let mesh = &config.mesh;
+    let mut args = agent_args(s, "sidecar");
+    // Istio passes a concurrency only when it is positive (0 lets the agent size it).
+    if let Some(c) = s.concurrency.filter(|c| *c > 0) {
+        args.push("--concurrency".into());
+        args.push(c.to_string());
+    }
+    let proxy_config_json = serde_json::to_string(&s.proxy_config).unwrap_or_else(|_| "{}".into());
+    let mut env = identity_env(mesh);
+    env.extend([
+        resource_env("ISTIO_CPU_LIMIT", "limits.cpu", Some("1")),
+        self::env("PROXY_CONFIG", proxy_config_json),
+        self::env("ISTIO_META_POD_PORTS", facts.pod_ports.clone()),
+        self::env("ISTIO_META_APP_CONTAINERS", facts.app_containers.clone()),
+        resource_env("GOMEMLIMIT", "limits.memory", None),
+        // Istio 1.32: the agent's Go runtime sized to the proxy's CPU limit.
+        resource_env("GOMAXPROCS", "limits.cpu", Some("1")),
+        self::env("ISTIO_META_CLUSTER_ID", mesh.cluster_id.clone()),
+        field_env("ISTIO_META_NODE_NAME", "spec.nodeName"),
+        self::env("ISTIO_META_INTERCEPTION_MODE", s.interception_mode.as_str()),
+        self::env("ISTIO_META_WORKLOAD_NAME", facts.workload_name),
+        self::env("ISTIO_META_OWNER", facts.owner.clone()),
+        self::env("ISTIO_META_MESH_ID", mesh.trust_domain.clone()),
+        self::env("TRUST_DOMAIN", mesh.trust_domain.clone()),
+    ]);
+    if let Some(a) = &facts.otel_resource_attributes {
+        env.push(self::env("OTEL_RESOURCE_ATTRIBUTES", a.clone()));
+    }
+    if mesh.inbound_traffic_policy == InboundTrafficPolicy::Localhost {
+        env.push(self::env(
+            "REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION",
+            "true",
+        ));
+    }
+    env.extend(compliance_env(mesh));
     env.extend(proxy_metadata_env(s));
     if s.bootstrap_override.is_some() {
         env.push(env_bootstrap_override());
@@ -414,39 +433,17 @@ pub fn gateway_container(
     facts: &PodFacts<'_>,
 ) -> Container {
     let mesh = &config.mesh;
-    let args = vec![
-        "proxy".to_string(),
-        "router".into(),
-        "--domain".into(),
-        "$(POD_NAMESPACE).svc.cluster.local".into(),
-        format!("--proxyLogLevel={}", s.log_level),
-        format!("--proxyComponentLogLevel={}", s.component_log_level),
-        format!("--log_output_level={}", s.agent_log_level),
-    ];
+    let args = agent_args(s, "router");
     let proxy_config_json = serde_json::to_string(&s.proxy_config).unwrap_or_else(|_| "{}".into());
-    let mut env = vec![
-        env("PILOT_CERT_PROVIDER", "istiod"),
-        env("CA_ADDR", mesh.discovery_address.clone()),
-        field_env("POD_NAME", "metadata.name"),
-        field_env("POD_NAMESPACE", "metadata.namespace"),
-        field_env("INSTANCE_IP", "status.podIP"),
-        field_env("SERVICE_ACCOUNT", "spec.serviceAccountName"),
-        field_env("HOST_IP", "status.hostIP"),
+    let mut env = identity_env(mesh);
+    env.extend([
         resource_env("ISTIO_CPU_LIMIT", "limits.cpu", Some("1")),
-        env("PROXY_CONFIG", proxy_config_json),
-        env("ISTIO_META_POD_PORTS", facts.pod_ports.clone()),
+        self::env("PROXY_CONFIG", proxy_config_json),
+        self::env("ISTIO_META_POD_PORTS", facts.pod_ports.clone()),
         resource_env("GOMEMLIMIT", "limits.memory", None),
         resource_env("GOMAXPROCS", "limits.cpu", Some("1")),
-    ];
-    if !mesh.compliance_policy.is_empty() {
-        env.push(self::env(
-            "COMPLIANCE_POLICY",
-            mesh.compliance_policy.clone(),
-        ));
-        if mesh.compliance_policy == "fips-140-3" {
-            env.push(self::env("GODEBUG", "fips140=only"));
-        }
-    }
+    ]);
+    env.extend(compliance_env(mesh));
     env.extend([
         self::env("ISTIO_META_APP_CONTAINERS", facts.app_containers.clone()),
         self::env("ISTIO_META_CLUSTER_ID", mesh.cluster_id.clone()),
@@ -526,15 +523,7 @@ pub fn grpc_agent_container(
     facts: &PodFacts<'_>,
 ) -> Container {
     let mesh = &config.mesh;
-    let args = vec![
-        "proxy".to_string(),
-        "sidecar".into(),
-        "--domain".into(),
-        "$(POD_NAMESPACE).svc.cluster.local".into(),
-        format!("--proxyLogLevel={}", s.log_level),
-        format!("--proxyComponentLogLevel={}", s.component_log_level),
-        format!("--log_output_level={}", s.agent_log_level),
-    ];
+    let args = agent_args(s, "sidecar");
     let proxy_config_json = serde_json::to_string(&s.proxy_config).unwrap_or_else(|_| "{}".into());
     let mut env = vec![
         env("ISTIO_META_GENERATOR", "grpc"),
@@ -546,14 +535,8 @@ pub fn grpc_agent_container(
             "true",
         ));
     }
+    env.extend(identity_env(mesh));
     env.extend([
-        self::env("PILOT_CERT_PROVIDER", "istiod"),
-        self::env("CA_ADDR", mesh.discovery_address.clone()),
-        field_env("POD_NAME", "metadata.name"),
-        field_env("POD_NAMESPACE", "metadata.namespace"),
-        field_env("INSTANCE_IP", "status.podIP"),
-        field_env("SERVICE_ACCOUNT", "spec.serviceAccountName"),
-        field_env("HOST_IP", "status.hostIP"),
         self::env("PROXY_CONFIG", format!("{proxy_config_json}\n")),
         self::env("ISTIO_META_POD_PORTS", facts.pod_ports.clone()),
         self::env("ISTIO_META_APP_CONTAINERS", facts.app_containers.clone()),
