@@ -46,8 +46,8 @@ pub fn find(pod: &Pod, names: &[&'static str]) -> Result<Vec<Override>, InjectEr
             cs.and_then(|cs| cs.iter().position(|c| c.name == name))
                 .map(|i| (*list, i))
         });
-        let overlay = match recorded.iter().find(|c| c["name"] == name) {
-            Some(v) => Some(clean(v.clone())),
+        let overlay = match recorded.iter().find(|(_, c)| c["name"] == name) {
+            Some((_, v)) => Some(clean(v.clone())),
             None => match at {
                 Some((list, i)) => {
                     let cs = lists
@@ -101,8 +101,9 @@ pub fn app_containers(
     Ok(out)
 }
 
-/// The containers recorded in `proxy.istio.io/overrides`, both lists.
-fn recorded(pod: &Pod) -> Result<Vec<Value>, InjectError> {
+/// The containers recorded in `proxy.istio.io/overrides`, with the list each is recorded under;
+/// each checked to be a Container.
+pub fn recorded(pod: &Pod) -> Result<Vec<(List, Value)>, InjectError> {
     let Some(raw) = pod
         .metadata
         .annotations
@@ -123,15 +124,19 @@ fn recorded(pod: &Pod) -> Result<Vec<Value>, InjectError> {
     };
     let mut out = Vec::new();
     for (k, list) in m {
-        if k != "containers" && k != "initContainers" {
-            return Err(invalid(format!(
-                "unknown field {k:?} (containers, initContainers)"
-            )));
-        }
+        let l = match k.as_str() {
+            "containers" => List::Containers,
+            "initContainers" => List::InitContainers,
+            _ => {
+                return Err(invalid(format!(
+                    "unknown field {k:?} (containers, initContainers)"
+                )));
+            }
+        };
         for c in list.as_array().into_iter().flatten() {
             serde_json::from_value::<Container>(c.clone())
                 .map_err(|e| invalid(format!("{k}: not a container: {e}")))?;
-            out.push(c.clone());
+            out.push((l, c.clone()));
         }
     }
     Ok(out)

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 
+use super::patch::List;
 use super::{InjectError, keys, render};
 
 /// What the first injection left, by container name.
@@ -130,29 +131,15 @@ pub fn strip(pod: &Pod) -> Result<Option<(Pod, Previous)>, InjectError> {
     }
     // Istio's `reinsertOverrides`: the user's override containers go back in, so the pod is
     // rendered as the first time (their ports are the pod's, and they are merged again).
-    if let Some(raw) = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(keys::PROXY_OVERRIDES))
-        && let Ok(Value::Object(recorded)) = serde_json::from_str::<Value>(raw)
-    {
-        for (key, list) in recorded {
-            for c in list.as_array().into_iter().flatten() {
-                let Ok(c) =
-                    serde_json::from_value::<k8s_openapi::api::core::v1::Container>(c.clone())
-                else {
-                    continue;
-                };
-                let target = match key.as_str() {
-                    "containers" => &mut spec.containers,
-                    "initContainers" => spec.init_containers.get_or_insert_with(Vec::new),
-                    _ => continue,
-                };
-                if !target.iter().any(|t| t.name == c.name) {
-                    target.push(c);
-                }
-            }
+    for (list, c) in super::overrides::recorded(pod)? {
+        let c: k8s_openapi::api::core::v1::Container =
+            serde_json::from_value(c).map_err(|e| InjectError::Internal(e.to_string()))?;
+        let target = match list {
+            List::Containers => &mut spec.containers,
+            List::InitContainers => spec.init_containers.get_or_insert_with(Vec::new),
+        };
+        if !target.iter().any(|t| t.name == c.name) {
+            target.push(c);
         }
     }
     if let Some(env) = previous
