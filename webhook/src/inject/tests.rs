@@ -123,9 +123,7 @@ fn reinjection_is_idempotent() {
     let input =
         json!({"metadata": {"generateName": "w-"}, "spec": {"containers": [{"name": "a"}]}});
     let config = InjectorConfig::default();
-    let out = run(&pod(input.clone()), &config).unwrap();
-    let mut patched = input;
-    json_patch::patch(&mut patched, &out.patch).unwrap();
+    let patched = injected(&input, &run(&pod(input.clone()), &config).unwrap());
     let second = run(&pod(patched), &config).unwrap();
     assert_eq!(second.reason, Reason::AlreadyInjected);
     assert!(second.patch.0.is_empty());
@@ -138,9 +136,7 @@ fn reinjection_keeps_what_others_added_to_the_injected_containers() {
     let input = json!({"metadata": {"name": "p"}, "spec": {"containers": [
         {"name": "a", "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}}}]}});
     let config = InjectorConfig::default();
-    let out = run(&pod(input.clone()), &config).unwrap();
-    let mut patched = input;
-    json_patch::patch(&mut patched, &out.patch).unwrap();
+    let mut patched = injected(&input, &run(&pod(input.clone()), &config).unwrap());
     let sa_mount = json!({"name": "kube-api-access-x", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true});
     for list in ["containers", "initContainers"] {
         for c in patched["spec"][list].as_array_mut().unwrap() {
@@ -164,9 +160,7 @@ fn reinjection_keeps_what_others_added_to_the_injected_containers() {
 fn reinjection_ignores_canonical_quantity_spelling() {
     let input = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}]}});
     let config = InjectorConfig::default();
-    let out = run(&pod(input.clone()), &config).unwrap();
-    let mut patched = input;
-    json_patch::patch(&mut patched, &out.patch).unwrap();
+    let mut patched = injected(&input, &run(&pod(input.clone()), &config).unwrap());
     for list in ["containers", "initContainers"] {
         for c in patched["spec"][list].as_array_mut().unwrap() {
             if c["name"] == "a" {
@@ -185,9 +179,7 @@ fn reinjection_ignores_canonical_quantity_spelling() {
 fn reinjection_ignores_the_api_servers_volume_defaults() {
     let input = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}]}});
     let config = InjectorConfig::default();
-    let out = run(&pod(input.clone()), &config).unwrap();
-    let mut patched = input;
-    json_patch::patch(&mut patched, &out.patch).unwrap();
+    let mut patched = injected(&input, &run(&pod(input.clone()), &config).unwrap());
     for v in patched["spec"]["volumes"].as_array_mut().unwrap() {
         for src in ["configMap", "projected", "downwardAPI"] {
             if v[src].is_object() {
@@ -215,9 +207,7 @@ fn grpc_reinjection_keeps_what_others_added_to_the_app_containers() {
     let input = json!({"metadata": {"name": "p", "annotations": {"inject.istio.io/templates": "grpc-agent"}},
         "spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]}});
     let config = InjectorConfig::default();
-    let out = run(&pod(input.clone()), &config).unwrap();
-    let mut patched = input;
-    json_patch::patch(&mut patched, &out.patch).unwrap();
+    let mut patched = injected(&input, &run(&pod(input.clone()), &config).unwrap());
     let sa_mount = json!({"name": "kube-api-access-x", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true});
     for c in patched["spec"]["containers"].as_array_mut().unwrap() {
         if let Some(m) = c["volumeMounts"].as_array_mut() {
@@ -236,9 +226,7 @@ fn reinjection_renders_for_a_container_added_since() {
     let input = json!({"metadata": {"name": "p"}, "spec": {"containers": [
         {"name": "a", "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}}}]}});
     let config = InjectorConfig::default();
-    let out = run(&pod(input.clone()), &config).unwrap();
-    let mut patched = input;
-    json_patch::patch(&mut patched, &out.patch).unwrap();
+    let mut patched = injected(&input, &run(&pod(input.clone()), &config).unwrap());
     patched["spec"]["containers"]
         .as_array_mut()
         .unwrap()
