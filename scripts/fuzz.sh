@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# make fuzz: run every cargo-fuzz (libFuzzer) target of skjold-webhook for a bounded time.
+# make fuzz: run every cargo-fuzz (libFuzzer) target of skjold-inject for a bounded time.
 #
 # FUZZ_SECONDS (default 60) per target; FUZZ_TARGETS (default: all) to pick some; FUZZ_RSS_MB
 # (default 1024) is libFuzzer's memory cap, so an unbounded allocation is reported as a crash;
 # FUZZ_MAX_LEN (default 262144 bytes) bounds one input. Needs nightly (`rustup toolchain install
 # nightly`); installs cargo-fuzz if missing. Seeds and every input that ever crashed live in
-# fuzz/regressions/<target>/ and run in `cargo test -p skjold-webhook --test fuzz_regressions`.
+# fuzz/regressions/<target>/ and run in `cargo test -p skjold-inject --test fuzz_regressions`.
 # New crashes are copied there; the script then exits 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -368,7 +368,7 @@ async fn injector_hashes(
 ) -> Result<BTreeMap<String, String>, kube::Error> {
     let lp = ListParams::default().labels(&format!(
         "{}=true",
-        skjold_webhook::config::CONFIG_MAP_LABEL
+        skjold_inject::istio::INJECTOR_CONFIG_MAP_LABEL
     ));
     let cms = Api::<ConfigMap>::namespaced(client.clone(), ns)
         .list(&lp)
@@ -383,7 +383,7 @@ fn hashes_from_config_maps(cms: &[ConfigMap]) -> BTreeMap<String, String> {
             continue;
         };
         // A config the webhook cannot parse is reported by the operator's status, not here.
-        let Ok(cfg) = skjold_webhook::config::InjectorConfig::from_yaml(text) else {
+        let Ok(cfg) = skjold_inject::config::InjectorConfig::from_yaml(text) else {
             continue;
         };
         let rev = if cfg.revision.is_empty() {

@@ -7,9 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use skjold_webhook::config::InjectorConfig;
-use skjold_webhook::inject::{self, InjectRequest, NamespaceInfo, Reason};
-use skjold_webhook::workload::{self, OfflineOptions};
+use skjold_inject::config::InjectorConfig;
+use skjold_inject::inject::{self, InjectRequest, NamespaceInfo, Reason};
+use skjold_inject::workload::{self, OfflineOptions};
 
 /// Crate version (the `--version` output).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -123,13 +123,13 @@ pub fn load_config(path: Option<&PathBuf>) -> anyhow::Result<InjectorConfig> {
     if probe.get("kind").and_then(|k| k.as_str()) == Some("ConfigMap") {
         let inner = probe
             .get("data")
-            .and_then(|d| d.get(skjold_webhook::config::CONFIG_KEY))
+            .and_then(|d| d.get(skjold_inject::istio::INJECTOR_CONFIG_KEY))
             .and_then(|c| c.as_str())
             .with_context(|| {
                 format!(
                     "{}: ConfigMap has no data.{}",
                     path.display(),
-                    skjold_webhook::config::CONFIG_KEY
+                    skjold_inject::istio::INJECTOR_CONFIG_KEY
                 )
             })?;
         return InjectorConfig::from_yaml(inner)
@@ -265,7 +265,7 @@ pub fn explain_text(
         pod,
         namespace: ns,
         config,
-        nodes: skjold_webhook::inject::NodeSupport::Unknown,
+        nodes: skjold_inject::inject::NodeSupport::Unknown,
     });
     match result {
         Ok(outcome) => {
@@ -330,7 +330,7 @@ fn selecting_webhook(
 ) -> anyhow::Result<Option<String>> {
     use skjold_operator::render::{ManagedObject, RenderContext, WebhookTarget, render};
     let rev = config.revision_name();
-    let revision = if rev == skjold_webhook::config::DEFAULT_REVISION {
+    let revision = if rev == skjold_inject::istio::DEFAULT_REVISION {
         ""
     } else {
         rev

@@ -22,7 +22,7 @@ use crate::wait::{Poll, wait_for};
 /// istiod's plaintext xDS port (the probe connects here; the rendered Service calls it grpc-xds).
 pub const XDS_PORT: u16 = 15010;
 /// The Istio release the operator deploys (`pilot`/`proxyv2` image tag).
-pub const ISTIO_VERSION: &str = skjold_webhook::istio::ISTIO_VERSION;
+pub const ISTIO_VERSION: &str = skjold_inject::istio::ISTIO_VERSION;
 
 /// A binary of the pinned Istio build (`pilot-discovery`, `pilot-agent`, `istioctl`, ...).
 pub fn istio_bin(name: &str) -> Result<PathBuf> {

@@ -491,7 +491,7 @@ async fn mesh_edits_reach_configmap_live_without_rolling_istiod() -> Result<()> 
                 .data
                 .and_then(|d| d.get("config").cloned())
                 .unwrap_or_default();
-            let cfg = skjold_webhook::config::InjectorConfig::from_yaml(&text)
+            let cfg = skjold_inject::config::InjectorConfig::from_yaml(&text)
                 .map_err(|e| e.to_string())?;
             if cfg.proxy.hold_application_until_proxy_starts {
                 Ok(())

@@ -1,23 +1,24 @@
-//! Fuzz harnesses for skjold-webhook: one function per libFuzzer target.
+//! Fuzz harnesses for skjold-inject: one function per libFuzzer target.
 //!
 //! Each function takes the raw fuzzer bytes and drives the same public code path the server
 //! uses, then checks invariants that must hold for every input (the response encodes, a patch
 //! applies to the pod it was computed for, injecting the patched pod again is a no-op, error
 //! messages render). A violated invariant panics, which libFuzzer reports as a crash.
 //!
-//! This file is also compiled into `webhook/tests/fuzz_regressions.rs` (via `#[path]`), which
+//! This file is also compiled into `inject/tests/fuzz_regressions.rs` (via `#[path]`), which
 //! replays every saved input under `fuzz/regressions/<target>/` on stable Rust in `cargo test`,
-//! so it may only use crates that are dependencies of skjold-webhook.
+//! so it may only use crates that are dependencies of skjold-inject.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
-use skjold_webhook::admission;
-use skjold_webhook::config::InjectorConfig;
-use skjold_webhook::inject::{self, InjectRequest, NamespaceInfo, Outcome, Reason, annotations};
-use skjold_webhook::inject::{iptables, keys};
+use skjold_inject::admission;
+use skjold_inject::config::InjectorConfig;
+use skjold_inject::inject::{self, InjectRequest, NamespaceInfo, Outcome, Reason, annotations};
+use skjold_inject::inject::{iptables, keys};
+use skjold_inject::verdict::{self, Lookup};
 
 /// One fuzz target: it panics when an invariant breaks.
 pub type Target = fn(&[u8]);
@@ -35,44 +36,50 @@ fn config() -> &'static InjectorConfig {
     CONFIG.get_or_init(InjectorConfig::default)
 }
 
-/// Target `admission_inject`: the whole admission path of one request body, as in
-/// `server::decide`: decode the AdmissionReview, pick the target, decode the pod, inject,
-/// encode the response.
+/// Target `admission_inject`: the whole admission path of one request body through
+/// [`verdict::respond`], the function the webhook's handler calls (with fixed lookups instead of
+/// the watch caches): decode the AdmissionReview, decide, encode the response. A body that
+/// decodes always gets an answer for its uid; the injector never panics (`InternalError`); a
+/// patch it sends applies to the pod and re-injection of the result is a no-op.
 pub fn admission_inject(data: &[u8]) {
-    let Ok(review) = admission::decode(data) else {
+    let lookup = lookup();
+    let Ok((verdict, out)) = verdict::respond(data, "", lookup) else {
         return;
     };
-    let response = match review.target() {
-        admission::Target::Skip(_) => review.allow(),
-        admission::Target::Pod => match review.pod() {
-            Err(err) => review.deny(400, "BadRequest", err.to_string()),
-            Ok(pod) => {
-                let namespace = NamespaceInfo {
-                    name: review.namespace_of(&pod).to_string(),
-                    ..NamespaceInfo::default()
-                };
-                match inject_checked(&pod, &namespace) {
-                    Ok(outcome) => {
-                        let mut resp = review.allow();
-                        if !outcome.warnings.is_empty() {
-                            resp.warnings = Some(outcome.warnings);
-                        }
-                        if outcome.patch.0.is_empty() {
-                            resp
-                        } else {
-                            resp.with_patch(outcome.patch)
-                                .expect("a JSON patch always serializes")
-                        }
-                    }
-                    Err(message) => review.deny(400, "BadRequest", message),
-                }
-            }
-        },
-    };
-    let out = admission::encode(review.api_version, &response).expect("the response encodes");
+    assert_ne!(
+        verdict.kind,
+        verdict::Kind::InternalError,
+        "injector fault: {:?}",
+        verdict.fault
+    );
+    let review = admission::decode(data).expect("respond decoded it");
     let v: Value = serde_json::from_slice(&out).expect("the response is JSON");
     assert_eq!(v["kind"], "AdmissionReview");
     assert_eq!(v["response"]["uid"], review.uid.as_str());
+    assert_eq!(
+        v["response"]["allowed"],
+        verdict.kind != verdict::Kind::Denied,
+        "allowed matches the verdict"
+    );
+    if verdict.kind == verdict::Kind::Injected
+        && let Ok(pod) = review.pod()
+    {
+        let namespace = lookup.namespace(review.namespace_of(&pod));
+        inject_checked(&pod, &namespace).expect("the injector agrees with the verdict");
+    }
+}
+
+/// The fuzzed namespaces: every one labelled `istio-injection=enabled`, Istio's defaults.
+fn lookup() -> &'static verdict::Fixed {
+    static LOOKUP: OnceLock<verdict::Fixed> = OnceLock::new();
+    LOOKUP.get_or_init(|| {
+        let mut fixed = verdict::Fixed::new(config().clone());
+        fixed.namespace.labels.insert(
+            skjold_inject::istio::NAMESPACE_INJECTION_LABEL.into(),
+            "enabled".into(),
+        );
+        fixed
+    })
 }
 
 /// Runs the injector, checks its invariants and returns the outcome (or the refusal message).
@@ -81,7 +88,7 @@ pub fn inject_checked(pod: &Pod, namespace: &NamespaceInfo) -> Result<Outcome, S
         pod,
         namespace,
         config: config(),
-        nodes: skjold_webhook::inject::NodeSupport::Unknown,
+        nodes: skjold_inject::inject::NodeSupport::Unknown,
     };
     let outcome = match inject::inject(&request) {
         Ok(outcome) => outcome,
@@ -113,7 +120,7 @@ pub fn inject_checked(pod: &Pod, namespace: &NamespaceInfo) -> Result<Outcome, S
         pod: &patched,
         namespace,
         config: config(),
-        nodes: skjold_webhook::inject::NodeSupport::Unknown,
+        nodes: skjold_inject::inject::NodeSupport::Unknown,
     })
     .unwrap_or_else(|e| panic!("re-injection of the patched pod refused: {e}"));
     assert_eq!(

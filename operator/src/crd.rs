@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
-use skjold_webhook::config::InjectionPolicy;
+use skjold_inject::config::InjectionPolicy;
 
 /// API group of the MeshConfig CRD.
 pub const GROUP: &str = "skjold.io";
@@ -380,7 +380,7 @@ impl MeshConfigSpec {
     /// Effective revision name: `default` when unset.
     pub fn revision_name(&self) -> &str {
         if self.revision.is_empty() {
-            skjold_webhook::config::DEFAULT_REVISION
+            skjold_inject::istio::DEFAULT_REVISION
         } else {
             &self.revision
         }

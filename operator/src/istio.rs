@@ -5,7 +5,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde::Deserialize;
 
-pub use skjold_webhook::istio::{ISTIO_HUB, ISTIO_MODULE_VERSION, ISTIO_VERSION};
+pub use skjold_inject::istio::{ISTIO_HUB, ISTIO_MODULE_VERSION, ISTIO_VERSION};
 /// Istio's CRD manifest, as generated.
 pub const CRDS_YAML: &str = include_str!("../../helm/skjold/crds/istio-crds.gen.yaml");
 /// Annotation on every Istio CRD the operator applies: the Istio module version it came from.

@@ -546,9 +546,10 @@ async fn fixed_rate(
 
 /// Mean time of each in-process step of one admission, without HTTP or TLS.
 fn phases(body: &[u8], n: u32) -> anyhow::Result<()> {
-    use skjold_webhook::admission;
-    use skjold_webhook::config::InjectorConfig;
-    use skjold_webhook::inject::{self, InjectRequest, NamespaceInfo};
+    use skjold_inject::admission;
+    use skjold_inject::config::InjectorConfig;
+    use skjold_inject::inject::{self, InjectRequest, NamespaceInfo};
+    use skjold_inject::verdict::{self, Fixed};
 
     let config = InjectorConfig::default();
     let namespace = NamespaceInfo {
@@ -585,7 +586,7 @@ fn phases(body: &[u8], n: u32) -> anyhow::Result<()> {
         pod: &pod,
         namespace: &namespace,
         config: &config,
-        nodes: skjold_webhook::inject::NodeSupport::Unknown,
+        nodes: skjold_inject::inject::NodeSupport::Unknown,
     };
     time("inject (decision + patch)", &mut || {
         Ok(inject::inject(&req)?.patch.0.len())
@@ -597,6 +598,17 @@ fn phases(body: &[u8], n: u32) -> anyhow::Result<()> {
     })?;
     time("encode response (base64)", &mut || {
         Ok(admission::encode(review.api_version, &resp)?.len())
+    })?;
+    // The whole per-request decision as the server runs it (body in, response bytes out).
+    let lookup = Fixed::new(config.clone());
+    time("whole verdict (respond)", &mut || {
+        let (v, out) = verdict::respond(body, "", &lookup)?;
+        anyhow::ensure!(
+            v.kind == verdict::Kind::Injected,
+            "not injected: {}",
+            v.reason
+        );
+        Ok(out.len())
     })?;
     Ok(())
 }

@@ -18,13 +18,12 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use tokio::task::JoinHandle;
 
-use crate::config::{
-    CONFIG_KEY, CONFIG_MAP_LABEL, DEFAULT_REVISION, InjectorConfig, config_map_name,
-};
+use crate::config::InjectorConfig;
 use crate::inject::{NamespaceInfo, NodeSupport, kubelet_supports_native_sidecars};
-
-/// Label naming the revision of an injector ConfigMap (fallback when the config has no `revision`).
-const REVISION_LABEL: &str = "istio.io/rev";
+use crate::istio::{
+    DEFAULT_REVISION, INJECTOR_CONFIG_KEY, INJECTOR_CONFIG_MAP_LABEL, injector_config_map_name,
+    injector_config_map_revision, normalize_revision,
+};
 
 /// No injector config is known for the revision a request asked for.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -38,9 +37,11 @@ pub struct UnknownRevision {
 /// Why an injector ConfigMap was ignored (the last good config of its revision stays in use).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigMapError {
-    #[error("injector ConfigMap {namespace}/{name} has no key {CONFIG_KEY:?}")]
+    #[error("injector ConfigMap {namespace}/{name} has no key {INJECTOR_CONFIG_KEY:?}")]
     MissingKey { namespace: String, name: String },
-    #[error("injector ConfigMap {namespace}/{name} key {CONFIG_KEY:?} is invalid: {source}")]
+    #[error(
+        "injector ConfigMap {namespace}/{name} key {INJECTOR_CONFIG_KEY:?} is invalid: {source}"
+    )]
     Invalid {
         namespace: String,
         name: String,
@@ -193,11 +194,7 @@ impl Cache {
 
     /// The injector config of `revision` (`""` means `default`).
     pub fn config(&self, revision: &str) -> Result<Arc<InjectorConfig>, UnknownRevision> {
-        let revision = if revision.is_empty() {
-            DEFAULT_REVISION
-        } else {
-            revision
-        };
+        let revision = normalize_revision(revision);
         let from_config_map = self
             .configs
             .read()
@@ -210,7 +207,7 @@ impl Cache {
             .ok_or_else(|| UnknownRevision {
                 revision: revision.to_string(),
                 namespace: self.config_namespace.clone(),
-                config_map: config_map_name(revision),
+                config_map: injector_config_map_name(revision),
             })
     }
 
@@ -344,7 +341,7 @@ impl Cache {
         let text = cm
             .data
             .as_ref()
-            .and_then(|d| d.get(CONFIG_KEY))
+            .and_then(|d| d.get(INJECTOR_CONFIG_KEY))
             .ok_or_else(|| ConfigMapError::MissingKey {
                 namespace: namespace.clone(),
                 name: name.to_string(),
@@ -354,17 +351,7 @@ impl Cache {
             name: name.to_string(),
             source,
         })?;
-        let revision = if !config.revision.is_empty() {
-            config.revision.clone()
-        } else {
-            cm.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(REVISION_LABEL))
-                .filter(|r| !r.is_empty())
-                .cloned()
-                .unwrap_or_else(|| DEFAULT_REVISION.to_string())
-        };
+        let revision = injector_config_map_revision(&config.revision, cm.metadata.labels.as_ref());
         Ok(ConfigEntry {
             revision,
             config: Arc::new(config),
@@ -375,7 +362,8 @@ impl Cache {
     pub fn spawn_watchers(self: &Arc<Self>, client: Client) -> Vec<JoinHandle<()>> {
         let namespaces: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
         let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &self.config_namespace);
-        let cm_config = watcher::Config::default().labels(&format!("{CONFIG_MAP_LABEL}=true"));
+        let cm_config =
+            watcher::Config::default().labels(&format!("{INJECTOR_CONFIG_MAP_LABEL}=true"));
 
         let cache = self.clone();
         let ns_task = tokio::spawn(async move {
@@ -452,6 +440,20 @@ fn derive_by_revision(
     out
 }
 
+/// The verdict's view of the cluster is this cache.
+impl skjold_inject::verdict::Lookup for Cache {
+    type ConfigError = UnknownRevision;
+    fn config(&self, revision: &str) -> Result<Arc<InjectorConfig>, UnknownRevision> {
+        Cache::config(self, revision)
+    }
+    fn namespace(&self, name: &str) -> Arc<NamespaceInfo> {
+        Cache::namespace(self, name)
+    }
+    fn nodes(&self) -> NodeSupport {
+        self.node_support()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -493,9 +495,10 @@ mod tests {
     }
 
     fn cm(name: &str, rev_label: Option<&str>, config: Option<&str>) -> ConfigMap {
-        let mut labels = BTreeMap::from([(CONFIG_MAP_LABEL.to_string(), "true".to_string())]);
+        let mut labels =
+            BTreeMap::from([(INJECTOR_CONFIG_MAP_LABEL.to_string(), "true".to_string())]);
         if let Some(rev) = rev_label {
-            labels.insert(REVISION_LABEL.to_string(), rev.to_string());
+            labels.insert(crate::istio::REVISION_LABEL.to_string(), rev.to_string());
         }
         ConfigMap {
             metadata: ObjectMeta {
@@ -504,7 +507,8 @@ mod tests {
                 labels: Some(labels),
                 ..ObjectMeta::default()
             },
-            data: config.map(|c| BTreeMap::from([(CONFIG_KEY.to_string(), c.to_string())])),
+            data: config
+                .map(|c| BTreeMap::from([(INJECTOR_CONFIG_KEY.to_string(), c.to_string())])),
             ..ConfigMap::default()
         }
     }

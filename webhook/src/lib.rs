@@ -1,16 +1,14 @@
-//! Skjold's sidecar injector.
+//! Skjold's sidecar injector webhook: the HTTP/TLS/cache/metrics edge around the pure
+//! injection core ([`skjold_inject`]).
 //!
-//! The decision and the patch are pure functions ([`inject::inject`]) of the pod, its namespace
-//! and the [`config::InjectorConfig`]; the HTTP server only decodes, calls and encodes.
+//! Every admission is one call of [`skjold_inject::verdict::respond`] with the webhook's caches
+//! as its [`skjold_inject::verdict::Lookup`]; the server only reads, limits, records and writes.
 
-pub mod admission;
+pub use skjold_inject::{admission, config, inject, istio, workload};
+
 pub mod cache;
-pub mod config;
 pub mod events;
-pub mod inject;
-pub mod istio;
 pub mod limit;
 pub mod metrics;
 pub mod server;
 pub mod tls;
-pub mod workload;

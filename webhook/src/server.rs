@@ -5,7 +5,6 @@
 //! client sends can panic the server (an injector panic is caught and refuses that one pod).
 
 use std::net::SocketAddr;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -22,10 +21,10 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper_util::rt::TokioTimer;
 use tokio::task::JoinHandle;
 
-use crate::admission::{self, Review, Target};
+use skjold_inject::verdict::{self, BodyError, Kind};
+
 use crate::cache::Cache;
-use crate::config::DEFAULT_REVISION;
-use crate::inject::{self, InjectError, InjectRequest};
+use crate::istio::DEFAULT_REVISION;
 use crate::metrics::{self, Metrics, RequestResult};
 
 /// Limits and timeouts of the server.
@@ -396,207 +395,56 @@ fn is_json(content_type: &str) -> bool {
     essence.eq_ignore_ascii_case("application/json")
 }
 
-/// Decodes the review, runs the injector and encodes the AdmissionReview response.
+/// Answers one request body with the core's verdict, and records it: metrics, the Event for
+/// the pod's owner, one debug line per admission, and an error line for a fault of ours.
 fn decide(
     state: &AppState,
     revision: &str,
     body: &[u8],
     start: Instant,
 ) -> Result<(RequestResult, Vec<u8>), HttpError> {
-    let review = admission::decode(body)
-        .map_err(|e| HttpError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let decision = match review.target() {
-        Target::Skip(reason) => {
-            state.metrics.record_decision(reason, false);
-            Decision {
-                result: RequestResult::Allowed,
-                reason,
-                response: review.allow(),
-                pod_namespace: review.namespace.clone().unwrap_or_default(),
-                pod_name: review.name.clone(),
+    let (verdict, json) =
+        verdict::respond(body, revision, state.cache.as_ref()).map_err(|e| match e {
+            BodyError::Review(e) => HttpError::new(StatusCode::BAD_REQUEST, e.to_string()),
+            BodyError::Encode(_) => {
+                HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
             }
-        }
-        Target::Pod => decide_pod(state, revision, &review),
+        })?;
+    let result = match verdict.kind {
+        Kind::Injected => RequestResult::Injected,
+        Kind::Allowed => RequestResult::Allowed,
+        Kind::Denied => RequestResult::Denied,
+        Kind::InternalError => RequestResult::InternalError,
     };
+    match verdict.kind {
+        Kind::Injected | Kind::Allowed => state
+            .metrics
+            .record_decision(verdict.reason, verdict.kind == Kind::Injected),
+        Kind::Denied | Kind::InternalError => state.metrics.record_denial(verdict.reason),
+    }
+    if let Some(fault) = &verdict.fault {
+        tracing::error!(
+            uid = %verdict.response.uid,
+            namespace = %verdict.pod_namespace,
+            pod = %verdict.pod_name,
+            fault = %fault,
+            "the injector failed; refusing the pod"
+        );
+    }
+    if let (Some(events), Some(note)) = (&state.events, verdict.note) {
+        events.note(note);
+    }
     tracing::debug!(
-        uid = %review.uid,
-        namespace = %decision.pod_namespace,
-        pod = %decision.pod_name,
+        uid = %verdict.response.uid,
+        namespace = %verdict.pod_namespace,
+        pod = %verdict.pod_name,
         revision,
-        reason = decision.reason,
-        result = decision.result.as_str(),
-        dry_run = review.dry_run,
+        reason = verdict.reason,
+        result = result.as_str(),
         duration_us = start.elapsed().as_micros() as u64,
         "admission"
     );
-    let json = admission::encode(review.api_version, &decision.response).map_err(|e| {
-        HttpError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot encode AdmissionReview response: {e}"),
-        )
-    })?;
-    Ok((decision.result, json))
-}
-
-/// One admission's outcome plus what the log line needs.
-struct Decision {
-    result: RequestResult,
-    reason: &'static str,
-    response: kube::core::admission::AdmissionResponse,
-    pod_namespace: String,
-    /// `generateName` (pods of workloads have no name yet) or `name`.
-    pod_name: String,
-}
-
-fn decide_pod(state: &AppState, revision: &str, review: &Review<'_>) -> Decision {
-    let denied = |reason: &'static str,
-                  code: u16,
-                  status_reason: &str,
-                  message: String,
-                  ns: String,
-                  name: String| {
-        state.metrics.record_denial(reason);
-        Decision {
-            result: RequestResult::Denied,
-            reason,
-            response: review.deny(code, status_reason, message),
-            pod_namespace: ns,
-            pod_name: name,
-        }
-    };
-    let pod = match review.pod() {
-        Ok(pod) => pod,
-        Err(err) => {
-            return denied(
-                "invalid-pod",
-                400,
-                "BadRequest",
-                err.to_string(),
-                review.namespace.clone().unwrap_or_default(),
-                review.name.clone(),
-            );
-        }
-    };
-    let ns_name = review.namespace_of(&pod).to_string();
-    let pod_name = pod
-        .metadata
-        .generate_name
-        .clone()
-        .filter(|g| !g.is_empty())
-        .or_else(|| pod.metadata.name.clone())
-        .unwrap_or_default();
-    let config = match state.cache.config(revision) {
-        Ok(config) => config,
-        Err(err) => {
-            return denied(
-                "unknown-revision",
-                500,
-                "InternalError",
-                err.to_string(),
-                ns_name,
-                pod_name,
-            );
-        }
-    };
-    let namespace = state.cache.namespace(&ns_name);
-    let request = InjectRequest {
-        pod: &pod,
-        namespace: &namespace,
-        config: &config,
-        nodes: state.cache.node_support(),
-    };
-    let result = catch_unwind(AssertUnwindSafe(|| inject::inject(&request)));
-    // No Events for dry runs: the webhook declares `sideEffects: None`.
-    if let (Some(events), Ok(r), false) = (&state.events, &result, review.dry_run)
-        && let Some(note) = crate::events::note_for(&pod, &ns_name, r.as_ref())
-    {
-        events.note(note);
-    }
-    match result {
-        Ok(Ok(outcome)) => {
-            let reason = outcome.reason.as_str();
-            let patched = !outcome.patch.0.is_empty();
-            state.metrics.record_decision(reason, patched);
-            let mut response = review.allow();
-            if !outcome.warnings.is_empty() {
-                response.warnings = Some(outcome.warnings);
-            }
-            // With reinvocationPolicy IfNeeded the API server calls us again after the
-            // ServiceAccount plugin has touched the injected containers; that call answers
-            // already-injected, and audit annotations may not change value within one request.
-            // Record the first decision only.
-            if outcome.reason != inject::Reason::AlreadyInjected {
-                response
-                    .audit_annotations
-                    .insert("reason".to_string(), reason.to_string());
-            }
-            let (result, response) = if patched {
-                match response.with_patch(outcome.patch) {
-                    Ok(r) => (RequestResult::Injected, r),
-                    Err(err) => {
-                        tracing::error!(error = %err, "cannot serialize the injection patch");
-                        return denied(
-                            "internal-error",
-                            500,
-                            "InternalError",
-                            "internal error: cannot serialize the injection patch".into(),
-                            ns_name,
-                            pod_name,
-                        );
-                    }
-                }
-            } else {
-                (RequestResult::Allowed, response)
-            };
-            Decision {
-                result,
-                reason,
-                response,
-                pod_namespace: ns_name,
-                pod_name,
-            }
-        }
-        Ok(Err(err)) => {
-            let (code, status_reason) = denial_status(&err);
-            denied(
-                err.reason(),
-                code,
-                status_reason,
-                err.to_string(),
-                ns_name,
-                pod_name,
-            )
-        }
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            tracing::error!(uid = %review.uid, namespace = %ns_name, pod = %pod_name, panic = %what, "injector panicked; refusing the pod");
-            state.metrics.record_denial("internal-error");
-            Decision {
-                result: RequestResult::InternalError,
-                reason: "internal-error",
-                response: review.deny(
-                    500,
-                    "InternalError",
-                    "internal error in the sidecar injector; see the webhook's log",
-                ),
-                pod_namespace: ns_name,
-                pod_name,
-            }
-        }
-    }
-}
-
-/// The metrics label of an injector refusal.
-/// The AdmissionResponse status of an injector refusal: the user's input (400) or ours (500).
-fn denial_status(err: &InjectError) -> (u16, &'static str) {
-    match err {
-        InjectError::InvalidAnnotations(_) | InjectError::InvalidPod { .. } => (400, "BadRequest"),
-        InjectError::InvalidConfig { .. } | InjectError::Internal(_) => (500, "InternalError"),
-    }
+    Ok((result, json))
 }
 
 #[cfg(test)]

@@ -17,17 +17,17 @@ pub const CRD_NAME: &str = "meshconfigs.skjold.io";
 pub const CRD_VERSION: &str = "v1alpha1";
 pub const OPERATOR: &str = "skjold-operator";
 pub const WEBHOOK: &str = "skjold-webhook";
-pub const MWC_PREFIX: &str = "skjold-sidecar-injector";
-pub const PROXY_CONTAINER: &str = "istio-proxy";
+pub use skjold_inject::inject::keys::CONFIG_HASH as CONFIG_HASH_ANNOTATION;
+pub use skjold_inject::istio::DEFAULT_REVISION;
+/// Namespaces the webhook never injects (Istio's ignored namespaces): the injector's own list.
+use skjold_inject::istio::IGNORED_NAMESPACES as SYSTEM_NAMESPACES;
 /// The default namespace injection label (`spec.injection.namespaceLabel` of the MeshConfig may
 /// name another; the checks use the MeshConfig's, see [`injection_label`]).
-pub const INJECTION_LABEL: &str = "istio-injection";
-pub const REV_LABEL: &str = "istio.io/rev";
-pub const INJECT_OVERRIDE: &str = "sidecar.istio.io/inject";
-pub const CONFIG_HASH_ANNOTATION: &str = "skjold.io/injector-config-hash";
-pub const DEFAULT_REVISION: &str = "default";
-/// Namespaces the webhook never injects (Istio's ignored namespaces): the injector's own list.
-use skjold_webhook::inject::decision::IGNORED_NAMESPACES as SYSTEM_NAMESPACES;
+pub use skjold_inject::istio::{
+    INJECT_LABEL as INJECT_OVERRIDE, NAMESPACE_INJECTION_LABEL as INJECTION_LABEL, PROXY_CONTAINER,
+    REVISION_LABEL as REV_LABEL,
+};
+pub use skjold_operator::render::names::WEBHOOK_CONFIGURATION_BASE as MWC_PREFIX;
 
 /// Istio's CRDs the guides use, with the API versions they are written in.
 pub const ISTIO_GUIDE_APIS: [(&str, &[&str]); 3] = [
@@ -600,12 +600,7 @@ pub fn injected_revision(
     if SYSTEM_NAMESPACES.contains(&name) || name == control_plane_ns {
         return None;
     }
-    match (label(ns, injection_label), label(ns, REV_LABEL)) {
-        (Some("enabled"), _) => Some(DEFAULT_REVISION.to_string()),
-        (Some(_), _) => None,
-        (None, Some(rev)) => Some(rev.to_string()),
-        (None, None) => None,
-    }
+    skjold_inject::istio::namespace_revision(ns.metadata.labels.as_ref(), injection_label)
 }
 
 /// The namespace label the default revision's MeshConfig injects by

@@ -529,7 +529,7 @@ fn data_plane_counts_missing_and_stale_pods() {
 
 #[test]
 fn injector_hashes_come_from_the_webhook_config_maps() {
-    let mut cfg = skjold_webhook::config::InjectorConfig::default();
+    let mut cfg = skjold_inject::config::InjectorConfig::default();
     let default_hash = cfg.hash();
     let cm = |name: &str, text: String, rev_label: Option<&str>| -> ConfigMap {
         let labels = match rev_label {

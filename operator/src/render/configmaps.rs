@@ -5,9 +5,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::{Value, json};
-use skjold_webhook::config::{
-    CONFIG_KEY, CONFIG_MAP_LABEL, InjectorConfig, MeshSettings, ProxySettings, config_map_name,
-};
+use skjold_inject::config::{InjectorConfig, MeshSettings, ProxySettings};
+use skjold_inject::istio;
 
 use super::names;
 use super::{Input, ManagedObject, RenderError};
@@ -61,7 +60,7 @@ pub(crate) fn injector_config(input: &Input<'_>) -> Result<InjectorConfig, Rende
     let spec = input.spec;
     let ns = input.ctx.namespace.as_str();
     // `holdApplicationUntilProxyStarts` is decided per pod by the injector
-    // (`skjold_webhook::inject::settings::hold_application_until_proxy_starts`), from both the
+    // (`skjold_inject::inject::settings::hold_application_until_proxy_starts`), from both the
     // install-wide setting and the ProxyConfig (`defaultConfig` + annotation): both pass through.
     let default_config = spec.mesh_config.default_config.clone();
     let cfg = InjectorConfig {
@@ -103,8 +102,14 @@ pub(crate) fn injector(input: &Input<'_>) -> Result<ManagedObject, RenderError> 
         source,
     })?;
     Ok(ManagedObject::ConfigMap(ConfigMap {
-        metadata: input.meta(config_map_name(input.rev), &[(CONFIG_MAP_LABEL, "true")]),
-        data: Some(BTreeMap::from([(CONFIG_KEY.to_string(), yaml)])),
+        metadata: input.meta(
+            istio::injector_config_map_name(input.rev),
+            &[(istio::INJECTOR_CONFIG_MAP_LABEL, "true")],
+        ),
+        data: Some(BTreeMap::from([(
+            istio::INJECTOR_CONFIG_KEY.to_string(),
+            yaml,
+        )])),
         ..Default::default()
     }))
 }
@@ -114,7 +119,7 @@ mod tests {
     use super::super::tests::{ctx, meshconfig};
     use super::super::{ManagedObject, render};
     use crate::crd::{OutboundMode, Profile};
-    use skjold_webhook::config::{InjectionPolicy, InjectorConfig};
+    use skjold_inject::config::{InjectionPolicy, InjectorConfig};
 
     fn config_map(mc: &crate::crd::MeshConfig, name: &str, key: &str) -> String {
         let r = render(mc, &ctx()).unwrap();

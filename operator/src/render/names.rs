@@ -14,17 +14,13 @@ pub const MESHCONFIG_LABEL: &str = "skjold.io/meshconfig";
 pub const MESHCONFIG_NAMESPACE_LABEL: &str = "skjold.io/meshconfig-namespace";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "skjold-operator";
-pub const REV_LABEL: &str = "istio.io/rev";
+pub use skjold_inject::istio::REVISION_LABEL as REV_LABEL;
 /// Pod-template annotation holding a hash of the Deployment's own inputs.
 pub const CONFIG_HASH_ANNOTATION: &str = "skjold.io/config-hash";
 
 /// `base` for the default revision, `base-<rev>` otherwise.
 pub fn with_revision(base: &str, revision: &str) -> String {
-    if revision.is_empty() || revision == skjold_webhook::config::DEFAULT_REVISION {
-        base.to_string()
-    } else {
-        format!("{base}-{revision}")
-    }
+    skjold_inject::istio::with_revision(base, revision)
 }
 
 pub fn istiod(revision: &str) -> String {
@@ -43,10 +39,13 @@ pub fn egress_gateway(revision: &str) -> String {
     with_revision("istio-egressgateway", revision)
 }
 
+/// Base name of the MutatingWebhookConfiguration (before revision and namespace suffixes).
+pub const WEBHOOK_CONFIGURATION_BASE: &str = "skjold-sidecar-injector";
+
 /// `skjold-sidecar-injector[-rev][-ns]`.
 pub fn webhook_configuration(revision: &str, namespace: &str) -> String {
     cluster_scoped(
-        &with_revision("skjold-sidecar-injector", revision),
+        &with_revision(WEBHOOK_CONFIGURATION_BASE, revision),
         namespace,
     )
 }

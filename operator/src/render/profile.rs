@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use skjold_webhook::config::{ProxyResources, ResourcePair};
+use skjold_inject::config::{ProxyResources, ResourcePair};
 
 use crate::crd::{MeshConfigSpec, Profile};
 

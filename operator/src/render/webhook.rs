@@ -4,17 +4,17 @@
 
 use k8s_openapi::ByteString;
 use serde_json::{Value, json};
+use skjold_inject::istio::INJECT_LABEL;
 
 use super::names;
 use super::{Input, ManagedObject, RenderError, WebhookTarget, typed};
 
 /// Namespaces never sent to the webhook (Istio's ignored namespaces): the injector's own list.
-pub use skjold_webhook::inject::decision::IGNORED_NAMESPACES as SYSTEM_NAMESPACES;
+pub use skjold_inject::istio::IGNORED_NAMESPACES as SYSTEM_NAMESPACES;
 /// API server wait per call; a dead webhook delays pod creation by at most this much.
 pub const TIMEOUT_SECONDS: i32 = 5;
 /// cert-manager's cainjector fills `caBundle` from this Certificate (`namespace/name`).
 pub const CA_INJECTION_ANNOTATION: &str = "cert-manager.io/inject-ca-from";
-const INJECT_LABEL: &str = "sidecar.istio.io/inject";
 
 pub(crate) fn render(input: &Input<'_>) -> Result<ManagedObject, RenderError> {
     let ns = input.ctx.namespace.as_str();

@@ -9,18 +9,10 @@ use k8s_openapi::api::core::v1::{ResourceRequirements, Volume, VolumeMount};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 
 use super::annotations as parse;
-use super::decision::{EffectiveAnnotations, Source};
+use super::decision::EffectiveAnnotations;
 use super::keys;
+use super::types::{AnnotationProblem, NodeSupport, Source};
 use crate::config::{InjectorConfig, InterceptionMode};
-
-/// One invalid annotation: which key, which value, what is wrong, and where it was set.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AnnotationProblem {
-    pub annotation: String,
-    pub value: String,
-    pub problem: String,
-    pub source: Source,
-}
 
 /// The resolved settings one injection renders from.
 #[derive(Debug)]
@@ -182,7 +174,7 @@ fn resource<'a>(
 pub fn resolve<'a>(
     ann: &EffectiveAnnotations<'a>,
     config: &'a InjectorConfig,
-    nodes: super::NodeSupport,
+    nodes: NodeSupport,
     warnings: &mut Vec<String>,
 ) -> Result<Settings<'a>, Vec<AnnotationProblem>> {
     let proxy = &config.proxy;
@@ -374,7 +366,7 @@ pub fn resolve<'a>(
     let native_sidecar = r
         .get(keys::NATIVE_SIDECAR, parse::parse_bool)
         .or(proxy.native_sidecar)
-        .unwrap_or(nodes == super::NodeSupport::NativeSidecars);
+        .unwrap_or(nodes == NodeSupport::NativeSidecars);
     let rewrite_probes = r
         .get(keys::REWRITE_PROBES, parse::parse_bool)
         .unwrap_or(proxy.rewrite_app_http_probe);

@@ -1,7 +1,7 @@
 //! Table and property tests for the annotation value parsers.
 
 use proptest::prelude::*;
-use skjold_webhook::inject::annotations::*;
+use skjold_inject::inject::annotations::*;
 
 #[test]
 fn quantity_table() {

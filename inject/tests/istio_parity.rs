@@ -21,7 +21,7 @@ fn golden_dir() -> PathBuf {
     }
     let module = format!(
         "istio.io/istio@{}",
-        skjold_webhook::istio::ISTIO_MODULE_VERSION
+        skjold_inject::istio::ISTIO_MODULE_VERSION
     );
     let modcache = std::process::Command::new("go")
         .args(["env", "GOMODCACHE"])
@@ -114,7 +114,7 @@ fn istio_injector_goldens() {
         "Istio {} goldens ({}): {} cases: {matched} match, {refusals} refused as Istio refuses, \
          {explained} differ deliberately (explained), {gaps} known gaps, {oos} out of scope, \
          {} differ unexplained ({} fields)",
-        skjold_webhook::istio::ISTIO_MODULE_VERSION,
+        skjold_inject::istio::ISTIO_MODULE_VERSION,
         dir.display(),
         results.len(),
         unexplained_cases.len(),

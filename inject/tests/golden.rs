@@ -5,7 +5,7 @@
 //! reason, the warnings and either the injected pod (the patch applied to the input) or the
 //! refusal message. `tests/golden/offline/*.input.yaml` run through `workload::inject_documents`.
 //!
-//! `UPDATE_GOLDEN=1 cargo test -p skjold-webhook --test golden` rewrites the expected files;
+//! `UPDATE_GOLDEN=1 cargo test -p skjold-inject --test golden` rewrites the expected files;
 //! review the diff before committing.
 
 use std::collections::BTreeMap;
@@ -15,9 +15,9 @@ use k8s_openapi::api::core::v1::Pod;
 use pretty_assertions::assert_eq;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use skjold_webhook::config::InjectorConfig;
-use skjold_webhook::inject::{InjectRequest, NamespaceInfo, Reason, inject};
-use skjold_webhook::workload::{OfflineOptions, inject_documents};
+use skjold_inject::config::InjectorConfig;
+use skjold_inject::inject::{InjectRequest, NamespaceInfo, Reason, inject};
+use skjold_inject::workload::{OfflineOptions, inject_documents};
 
 /// Placeholder for the config hash, so expected files survive unrelated config additions.
 const HASH_PLACEHOLDER: &str = "<config-hash>";
@@ -111,7 +111,7 @@ fn run_case(path: &Path) -> Expected {
         pod: &pod,
         namespace: &ns,
         config: &config,
-        nodes: skjold_webhook::inject::NodeSupport::Unknown,
+        nodes: skjold_inject::inject::NodeSupport::Unknown,
     };
     match inject(&req) {
         Err(e) => Expected {
@@ -145,7 +145,7 @@ fn run_case(path: &Path) -> Expected {
                 pod: &again,
                 namespace: &ns,
                 config: &config,
-                nodes: skjold_webhook::inject::NodeSupport::Unknown,
+                nodes: skjold_inject::inject::NodeSupport::Unknown,
             })
             .expect("re-injection succeeds");
             assert_eq!(

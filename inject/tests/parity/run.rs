@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde_json::Value;
-use skjold_webhook::config::InjectorConfig;
-use skjold_webhook::workload::{self, OfflineOptions};
+use skjold_inject::config::InjectorConfig;
+use skjold_inject::workload::{self, OfflineOptions};
 
 use super::cases::{self, Setup};
 use super::compare::{self, Verdict};

@@ -1,5 +1,5 @@
 //! Injector configuration: the contract between the operator (which renders it into the
-//! injector ConfigMap, key [`CONFIG_KEY`]) and the webhook / `skjoldctl inject` (which read it).
+//! injector ConfigMap, key [`crate::istio::INJECTOR_CONFIG_KEY`]) and the webhook / `skjoldctl inject` (which read it).
 //!
 //! Every field defaults to Istio's own default, so an empty document (or no `--config` at all)
 //! injects exactly what a stock `istioctl install` would.
@@ -9,22 +9,6 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-
-/// Key of the injector ConfigMap holding the YAML of [`InjectorConfig`].
-pub const CONFIG_KEY: &str = "config";
-/// Label that marks a ConfigMap as injector configuration the webhook should watch.
-pub const CONFIG_MAP_LABEL: &str = "skjold.io/injector-config";
-/// The revision name used when `revision` is empty.
-pub const DEFAULT_REVISION: &str = "default";
-
-/// Name of the injector ConfigMap for a revision (`skjold-injector` or `skjold-injector-<rev>`).
-pub fn config_map_name(revision: &str) -> String {
-    if revision.is_empty() || revision == DEFAULT_REVISION {
-        "skjold-injector".to_string()
-    } else {
-        format!("skjold-injector-{revision}")
-    }
-}
 
 /// Whether pods that neither opt in nor opt out get the sidecar (`values.global.proxy.autoInject`).
 #[derive(
@@ -298,11 +282,7 @@ impl InjectorConfig {
 
     /// The effective revision name (`default` when unset).
     pub fn revision_name(&self) -> &str {
-        if self.revision.is_empty() {
-            DEFAULT_REVISION
-        } else {
-            &self.revision
-        }
+        crate::istio::normalize_revision(&self.revision)
     }
 
     /// Short stable hash of the config, recorded on injected pods so stale pods can be found.
@@ -591,12 +571,5 @@ mod tests {
         assert_eq!(cfg.proxy.resources.limits.cpu, "");
         assert_eq!(cfg.proxy.resources.limits.ephemeral_storage, "1Gi");
         assert_eq!(cfg.proxy.resources.limits.memory, "");
-    }
-
-    #[test]
-    fn config_map_names() {
-        assert_eq!(config_map_name(""), "skjold-injector");
-        assert_eq!(config_map_name("default"), "skjold-injector");
-        assert_eq!(config_map_name("canary"), "skjold-injector-canary");
     }
 }

@@ -59,7 +59,7 @@ fn every_regressions_dir_is_a_known_target() {
 /// pod, and refuses an invalid annotation with a message instead of panicking.
 #[test]
 fn harness_injects_a_typical_pod_and_refuses_bad_annotations() {
-    let ns = skjold_webhook::inject::NamespaceInfo {
+    let ns = skjold_inject::inject::NamespaceInfo {
         name: "shop".into(),
         ..Default::default()
     };
@@ -67,7 +67,7 @@ fn harness_injects_a_typical_pod_and_refuses_bad_annotations() {
     ann.insert("sidecar.istio.io/proxyCPU".to_string(), "250m".to_string());
     let pod = serde_json::from_value(harness::typical_pod(ann.clone())).unwrap();
     let outcome = harness::inject_checked(&pod, &ns).expect("injected");
-    assert_eq!(outcome.reason, skjold_webhook::inject::Reason::Injected);
+    assert_eq!(outcome.reason, skjold_inject::inject::Reason::Injected);
     ann.insert("sidecar.istio.io/proxyCPU".to_string(), "lots".to_string());
     let pod = serde_json::from_value(harness::typical_pod(ann)).unwrap();
     let message = harness::inject_checked(&pod, &ns).expect_err("refused");

@@ -7,16 +7,10 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::keys;
-use super::{InjectError, NamespaceInfo, Reason};
+use super::types::{InjectError, NamespaceInfo, Reason, Source};
 use crate::config::{InjectionPolicy, InjectorConfig};
 
-/// Namespaces Istio never injects, whatever the selectors say.
-pub const IGNORED_NAMESPACES: &[&str] = &[
-    "kube-system",
-    "kube-public",
-    "kube-node-lease",
-    "local-path-storage",
-];
+pub use crate::istio::IGNORED_NAMESPACES;
 
 /// The result of the decision step.
 #[derive(Debug)]
@@ -24,13 +18,6 @@ pub struct Decision {
     pub reason: Reason,
     pub warnings: Vec<String>,
     pub explanation: Vec<String>,
-}
-
-/// Where an effective annotation came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Source {
-    Pod,
-    Namespace,
 }
 
 /// Pod annotations with namespace annotations as defaults, without merging maps.
@@ -228,9 +215,11 @@ pub fn short(value: &str) -> String {
 
 /// Istio's pain point: the opt-in annotation is invisible to the webhook's objectSelector.
 fn warn_annotation_opt_in(pod: &Pod, namespace: &NamespaceInfo, warnings: &mut Vec<String>) {
-    let ns_labelled = namespace.labels.contains_key(keys::NS_INJECTION_LABEL)
-        || namespace.labels.contains_key(keys::REV_LABEL);
-    let pod_rev = label(pod, keys::REV_LABEL).is_some();
+    let ns_labelled = namespace
+        .labels
+        .contains_key(crate::istio::NAMESPACE_INJECTION_LABEL)
+        || namespace.labels.contains_key(crate::istio::REVISION_LABEL);
+    let pod_rev = label(pod, crate::istio::REVISION_LABEL).is_some();
     if !ns_labelled && !pod_rev {
         warnings.push(format!(
             "namespace {} has no istio-injection/istio.io/rev label and the sidecar.istio.io/inject \

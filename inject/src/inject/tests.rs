@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::config::InjectorConfig;
 
 fn pod(v: Value) -> Pod {
     serde_json::from_value(v).expect("valid pod")

@@ -12,9 +12,9 @@
 //! about three times larger and several times slower to produce.
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::core::admission::{AdmissionResponse, Operation};
-use kube::core::response::{Status, StatusSummary};
-use kube::core::{GroupVersionKind, GroupVersionResource};
+use kube_core::admission::{AdmissionResponse, Operation};
+use kube_core::response::{Status, StatusSummary};
+use kube_core::{GroupVersionKind, GroupVersionResource};
 use std::collections::HashMap;
 
 use base64::Engine;

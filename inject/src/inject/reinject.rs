@@ -13,7 +13,8 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 
 use super::patch::List;
-use super::{InjectError, keys, render};
+use super::types::InjectError;
+use super::{keys, render};
 
 /// What the first injection left, by container name.
 #[derive(Debug, Default)]

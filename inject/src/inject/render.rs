@@ -15,8 +15,8 @@ use super::iptables::{self, PROXY_UID};
 use super::settings::{Settings, Template};
 use crate::config::{InboundTrafficPolicy, InjectorConfig, InterceptionMode};
 
-pub const PROXY_NAME: &str = "istio-proxy";
-pub const INIT_NAME: &str = "istio-init";
+pub use crate::istio::INIT_CONTAINER as INIT_NAME;
+pub use crate::istio::PROXY_CONTAINER as PROXY_NAME;
 /// The `grpc-simple` template's init container, which writes the gRPC xDS bootstrap.
 pub const GRPC_BOOTSTRAP_NAME: &str = "grpc-bootstrap-init";
 /// The `grpc-simple` template's volume holding that bootstrap.

@@ -11,8 +11,9 @@
 use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::{Map, Value};
 
+use super::keys;
 use super::patch::List;
-use super::{InjectError, keys};
+use super::types::InjectError;
 
 /// Istio's image placeholder: keep the injected image.
 pub const AUTO_IMAGE: &str = "auto";

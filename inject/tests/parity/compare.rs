@@ -91,8 +91,8 @@ fn normalise(v: &mut Value, key: &str) {
             }
             // JSON annotations compared parsed (and their containers normalised).
             for key in [
-                skjold_webhook::inject::keys::STATUS,
-                skjold_webhook::inject::keys::PROXY_OVERRIDES,
+                skjold_inject::inject::keys::STATUS,
+                skjold_inject::inject::keys::PROXY_OVERRIDES,
             ] {
                 if let Some(Value::String(s)) = m.get(key)
                     && let Ok(mut parsed) = serde_json::from_str::<Value>(s)

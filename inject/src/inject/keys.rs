@@ -5,7 +5,7 @@
 pub const INJECT_TEMPLATES: &str = "inject.istio.io/templates";
 /// Pod label naming the workload for telemetry (`ISTIO_META_WORKLOAD_NAME`).
 pub const WORKLOAD_NAME_LABEL: &str = "service.istio.io/workload-name";
-pub const INJECT: &str = "sidecar.istio.io/inject";
+pub use crate::istio::INJECT_LABEL as INJECT;
 pub const STATUS: &str = "sidecar.istio.io/status";
 pub const PROXY_CPU: &str = "sidecar.istio.io/proxyCPU";
 pub const PROXY_MEMORY: &str = "sidecar.istio.io/proxyMemory";
@@ -49,7 +49,7 @@ pub const PROM_SCRAPE: &str = "prometheus.io/scrape";
 pub const PROM_PORT: &str = "prometheus.io/port";
 pub const PROM_PATH: &str = "prometheus.io/path";
 
-pub const REV_ANNOTATION: &str = "istio.io/rev";
+pub use crate::istio::REVISION_LABEL as REV_ANNOTATION;
 pub const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 pub const DEFAULT_LOGS_CONTAINER: &str = "kubectl.kubernetes.io/default-logs-container";
 /// Skjold's own record of the injector config hash, so stale pods can be found.
@@ -58,8 +58,6 @@ pub const CONFIG_HASH: &str = "skjold.io/injector-config-hash";
 pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
 pub const CANONICAL_NAME_LABEL: &str = "service.istio.io/canonical-name";
 pub const CANONICAL_REVISION_LABEL: &str = "service.istio.io/canonical-revision";
-pub const NS_INJECTION_LABEL: &str = "istio-injection";
-pub const REV_LABEL: &str = "istio.io/rev";
 
 /// `sidecar.istio.io/*` and `traffic.sidecar.istio.io/*` keys that are read by the injector or
 /// by the agent (so they must not be reported as unknown). Sorted for binary search.
