@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use skjold_inject::config::InjectorConfig;
+use skjold_inject::config::PreparedConfig;
 use skjold_inject::inject::{self, InjectRequest, NamespaceInfo, Reason};
 use skjold_inject::workload::{self, OfflineOptions};
 
@@ -112,9 +112,9 @@ fn read_input(file: &str) -> anyhow::Result<String> {
 }
 
 /// Loads an InjectorConfig file, also accepting the injector ConfigMap itself.
-pub fn load_config(path: Option<&PathBuf>) -> anyhow::Result<InjectorConfig> {
+pub fn load_config(path: Option<&PathBuf>) -> anyhow::Result<PreparedConfig> {
     let Some(path) = path else {
-        return Ok(InjectorConfig::default());
+        return Ok(PreparedConfig::default());
     };
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -132,10 +132,10 @@ pub fn load_config(path: Option<&PathBuf>) -> anyhow::Result<InjectorConfig> {
                     skjold_inject::istio::INJECTOR_CONFIG_KEY
                 )
             })?;
-        return InjectorConfig::from_yaml(inner)
+        return PreparedConfig::from_yaml(inner)
             .with_context(|| format!("{}: data.config", path.display()));
     }
-    InjectorConfig::from_yaml(&text).with_context(|| format!("{}", path.display()))
+    PreparedConfig::from_yaml(&text).with_context(|| format!("{}", path.display()))
 }
 
 /// `skjoldctl inject`: injected YAML on stdout, warnings on stderr.
@@ -203,7 +203,7 @@ pub fn run_explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
 pub fn explain_text(
     pod: &k8s_openapi::api::core::v1::Pod,
     ns: &NamespaceInfo,
-    config: &InjectorConfig,
+    config: &PreparedConfig,
     show_patch: bool,
 ) -> (String, bool) {
     use std::fmt::Write as _;
@@ -301,7 +301,7 @@ pub fn explain_text(
     }
 }
 
-fn webhook_configuration_name(config: &InjectorConfig) -> String {
+fn webhook_configuration_name(config: &PreparedConfig) -> String {
     skjold_operator::render::names::webhook_configuration(
         config.revision_name(),
         CONTROL_PLANE_NAMESPACE,
@@ -326,7 +326,7 @@ fn show_labels(labels: &BTreeMap<String, String>) -> String {
 fn selecting_webhook(
     pod: &k8s_openapi::api::core::v1::Pod,
     ns: &NamespaceInfo,
-    config: &InjectorConfig,
+    config: &PreparedConfig,
 ) -> anyhow::Result<Option<String>> {
     use skjold_operator::render::{ManagedObject, RenderContext, WebhookTarget, render};
     let rev = config.revision_name();
@@ -409,7 +409,7 @@ mod tests {
             labels: [("istio-injection".to_string(), "enabled".to_string())].into(),
             ..Default::default()
         };
-        let (text, ok) = explain_text(&p, &ns, &InjectorConfig::default(), false);
+        let (text, ok) = explain_text(&p, &ns, &PreparedConfig::default(), false);
         assert!(ok);
         assert!(
             text.contains("pod label sidecar.istio.io/inject=\"false\""),
@@ -431,7 +431,7 @@ mod tests {
             labels: [("istio-injection".to_string(), "enabled".to_string())].into(),
             ..Default::default()
         };
-        let (text, ok) = explain_text(&p, &ns, &InjectorConfig::default(), false);
+        let (text, ok) = explain_text(&p, &ns, &PreparedConfig::default(), false);
         assert!(!ok);
         assert!(
             text.contains("refused (reason: invalid-annotation)"),
@@ -453,7 +453,7 @@ mod tests {
             name: "demo".into(),
             ..Default::default()
         };
-        let (text, ok) = explain_text(&plain, &unlabelled, &InjectorConfig::default(), false);
+        let (text, ok) = explain_text(&plain, &unlabelled, &PreparedConfig::default(), false);
         assert!(ok);
         assert!(
             text.contains("result: skip (reason: not-selected)"),
@@ -463,7 +463,7 @@ mod tests {
             text.contains("no webhook of skjold-sidecar-injector selects namespace demo"),
             "{text}"
         );
-        let (text, _) = explain_text(&opted_in, &unlabelled, &InjectorConfig::default(), false);
+        let (text, _) = explain_text(&opted_in, &unlabelled, &PreparedConfig::default(), false);
         assert!(
             text.contains("webhook object.sidecar-injector.istio.io"),
             "{text}"
@@ -474,7 +474,7 @@ mod tests {
             labels: [("istio-injection".to_string(), "enabled".to_string())].into(),
             ..Default::default()
         };
-        let (text, _) = explain_text(&plain, &system, &InjectorConfig::default(), false);
+        let (text, _) = explain_text(&plain, &system, &PreparedConfig::default(), false);
         assert!(text.contains("reason: not-selected"), "{text}");
     }
 

@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 use skjold_inject::admission;
-use skjold_inject::config::InjectorConfig;
+use skjold_inject::config::{InjectorConfig, PreparedConfig};
 use skjold_inject::inject::{self, InjectRequest, NamespaceInfo, Outcome, Reason, annotations};
 use skjold_inject::inject::{iptables, keys};
 use skjold_inject::verdict::{self, Lookup};
@@ -31,9 +31,9 @@ pub const TARGETS: &[(&str, Target)] = &[
 ];
 
 /// Istio's defaults (policy `enabled`), built once.
-fn config() -> &'static InjectorConfig {
-    static CONFIG: OnceLock<InjectorConfig> = OnceLock::new();
-    CONFIG.get_or_init(InjectorConfig::default)
+fn config() -> &'static PreparedConfig {
+    static CONFIG: OnceLock<PreparedConfig> = OnceLock::new();
+    CONFIG.get_or_init(PreparedConfig::default)
 }
 
 /// Target `admission_inject`: the whole admission path of one request body through
@@ -198,6 +198,10 @@ pub fn annotation_parsers(data: &[u8]) {
             if let Ok(config) = InjectorConfig::from_yaml(value) {
                 let _ = config.validate().map_err(|e| e.to_string());
                 let _ = config.hash();
+                // What loads into the webhook's cache: prepared, or refused with a message.
+                if let Err(err) = PreparedConfig::new(config) {
+                    assert!(!err.to_string().is_empty());
+                }
             } else if let Err(err) = InjectorConfig::from_yaml(value) {
                 assert!(!err.to_string().is_empty());
             }

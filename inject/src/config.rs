@@ -250,6 +250,94 @@ pub struct InjectorConfig {
     pub mesh: MeshSettings,
 }
 
+/// An injector config validated and prepared once, when it is loaded: what an admission reads.
+///
+/// The webhook's cache, `skjoldctl inject` and the tests build one per config document; every
+/// admission then does per-pod work only. It reads as the config it holds (`Deref`), plus what
+/// was worked out from it: the config hash recorded on injected pods and the default proxy
+/// resources as parsed quantities (a default that does not parse is refused here, at load).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PreparedConfig {
+    config: InjectorConfig,
+    hash: String,
+    resources: DefaultResources,
+}
+
+/// The config's default proxy resources, parsed: `None` where the field is empty.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DefaultResources {
+    pub cpu_request: Option<crate::inject::annotations::Quantity>,
+    pub memory_request: Option<crate::inject::annotations::Quantity>,
+    pub cpu_limit: Option<crate::inject::annotations::Quantity>,
+    pub memory_limit: Option<crate::inject::annotations::Quantity>,
+}
+
+impl PreparedConfig {
+    /// Validates `config` and prepares it; the error names the field and value.
+    pub fn new(config: InjectorConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let res = &config.proxy.resources;
+        let parse = |field: &str, text: &str| {
+            if text.is_empty() {
+                return Ok(None);
+            }
+            crate::inject::annotations::parse_resource_quantity(text)
+                .map(Some)
+                .map_err(|reason| ConfigError::Invalid {
+                    field: format!("proxy.resources.{field}"),
+                    value: text.to_string(),
+                    reason,
+                })
+        };
+        let resources = DefaultResources {
+            cpu_request: parse("requests.cpu", &res.requests.cpu)?,
+            memory_request: parse("requests.memory", &res.requests.memory)?,
+            cpu_limit: parse("limits.cpu", &res.limits.cpu)?,
+            memory_limit: parse("limits.memory", &res.limits.memory)?,
+        };
+        let hash = config.hash();
+        Ok(PreparedConfig {
+            config,
+            hash,
+            resources,
+        })
+    }
+
+    /// Parses, validates and prepares a config document.
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        Self::new(InjectorConfig::from_yaml(text)?)
+    }
+
+    /// The config as loaded.
+    pub fn config(&self) -> &InjectorConfig {
+        &self.config
+    }
+
+    /// [`InjectorConfig::hash`], computed once.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// The default proxy resources, parsed.
+    pub fn default_resources(&self) -> &DefaultResources {
+        &self.resources
+    }
+}
+
+impl Default for PreparedConfig {
+    /// Istio's defaults.
+    fn default() -> Self {
+        PreparedConfig::new(InjectorConfig::default()).expect("Istio's defaults are valid")
+    }
+}
+
+impl std::ops::Deref for PreparedConfig {
+    type Target = InjectorConfig;
+    fn deref(&self) -> &InjectorConfig {
+        &self.config
+    }
+}
+
 /// Why an injector config document could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

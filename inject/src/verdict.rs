@@ -12,7 +12,7 @@ use std::sync::Arc;
 use kube_core::admission::AdmissionResponse;
 
 use crate::admission::{self, Review, ReviewError, Target};
-use crate::config::InjectorConfig;
+use crate::config::PreparedConfig;
 use crate::inject::{self, InjectError, InjectRequest, NamespaceInfo, NodeSupport, Reason};
 use crate::notes::{self, Note};
 
@@ -21,7 +21,7 @@ use crate::notes::{self, Note};
 pub trait Lookup {
     type ConfigError: Display;
     /// The injector config of a revision (`""` and `default` are the default revision).
-    fn config(&self, revision: &str) -> Result<Arc<InjectorConfig>, Self::ConfigError>;
+    fn config(&self, revision: &str) -> Result<Arc<PreparedConfig>, Self::ConfigError>;
     /// The pod's namespace as last seen (labels and annotations); unknown names get empty ones.
     fn namespace(&self, name: &str) -> Arc<NamespaceInfo>;
     /// What the cluster's kubelets support.
@@ -245,14 +245,14 @@ fn denial_status(err: &InjectError) -> (u16, &'static str) {
 /// for every revision, every namespace with the same labels and annotations.
 #[derive(Clone, Debug)]
 pub struct Fixed {
-    pub config: Arc<InjectorConfig>,
+    pub config: Arc<PreparedConfig>,
     /// Labels and annotations every namespace has (its name is the one asked for).
     pub namespace: NamespaceInfo,
     pub nodes: NodeSupport,
 }
 
 impl Fixed {
-    pub fn new(config: InjectorConfig) -> Self {
+    pub fn new(config: PreparedConfig) -> Self {
         Fixed {
             config: Arc::new(config),
             namespace: NamespaceInfo::default(),
@@ -263,7 +263,7 @@ impl Fixed {
 
 impl Lookup for Fixed {
     type ConfigError = std::convert::Infallible;
-    fn config(&self, _revision: &str) -> Result<Arc<InjectorConfig>, Self::ConfigError> {
+    fn config(&self, _revision: &str) -> Result<Arc<PreparedConfig>, Self::ConfigError> {
         Ok(self.config.clone())
     }
     fn namespace(&self, name: &str) -> Arc<NamespaceInfo> {
@@ -312,7 +312,7 @@ mod tests {
     }
 
     fn injecting() -> Fixed {
-        let mut f = Fixed::new(InjectorConfig::default());
+        let mut f = Fixed::new(PreparedConfig::default());
         f.namespace
             .labels
             .insert("istio-injection".into(), "enabled".into());
@@ -379,7 +379,7 @@ mod tests {
         struct NoRevision;
         impl Lookup for NoRevision {
             type ConfigError = String;
-            fn config(&self, revision: &str) -> Result<Arc<InjectorConfig>, String> {
+            fn config(&self, revision: &str) -> Result<Arc<PreparedConfig>, String> {
                 Err(format!("no injector config for revision {revision:?}"))
             }
             fn namespace(&self, name: &str) -> Arc<NamespaceInfo> {

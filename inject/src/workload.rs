@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::InjectorConfig;
+use crate::config::PreparedConfig;
 use crate::inject::{self, InjectError, InjectRequest, NamespaceInfo, Outcome, Reason};
 
 /// Largest input accepted (the API server's own object limit is far smaller).
@@ -21,7 +21,7 @@ pub const MAX_INPUT_BYTES: usize = 64 * 1024 * 1024;
 /// What the offline injector needs besides the documents.
 #[derive(Clone, Debug)]
 pub struct OfflineOptions<'a> {
-    pub config: &'a InjectorConfig,
+    pub config: &'a PreparedConfig,
     /// Namespace for objects without `metadata.namespace`.
     pub default_namespace: &'a str,
     /// Labels/annotations of the namespace(s), as the webhook would see them.
@@ -367,8 +367,8 @@ mod tests {
         assert_eq!(split_documents("x: ---\n"), vec!["x: ---\n"]);
     }
 
-    fn opts(config: &InjectorConfig, empty: &BTreeMap<String, String>) -> OfflineOptions<'static> {
-        let config: &'static InjectorConfig = Box::leak(Box::new(config.clone()));
+    fn opts(config: &PreparedConfig, empty: &BTreeMap<String, String>) -> OfflineOptions<'static> {
+        let config: &'static PreparedConfig = Box::leak(Box::new(config.clone()));
         let empty: &'static BTreeMap<String, String> = Box::leak(Box::new(empty.clone()));
         OfflineOptions {
             config,
@@ -382,7 +382,7 @@ mod tests {
     fn other_kinds_pass_through_verbatim() {
         let input = "# keep me\napiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80}]}\n";
         let out =
-            inject_documents(input, &opts(&InjectorConfig::default(), &BTreeMap::new())).unwrap();
+            inject_documents(input, &opts(&PreparedConfig::default(), &BTreeMap::new())).unwrap();
         assert_eq!(out.output, input);
         assert!(out.reports.is_empty());
     }
@@ -390,7 +390,7 @@ mod tests {
     #[test]
     fn deployment_template_is_injected_and_idempotent() {
         let input = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: demo}\nspec:\n  template:\n    spec:\n      containers: [{name: app, image: nginx}]\n";
-        let o = opts(&InjectorConfig::default(), &BTreeMap::new());
+        let o = opts(&PreparedConfig::default(), &BTreeMap::new());
         let once = inject_documents(input, &o).unwrap();
         assert_eq!(once.reports[0].reason, Reason::Injected);
         assert_eq!(once.reports[0].namespace, "demo");

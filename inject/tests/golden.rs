@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::Pod;
 use pretty_assertions::assert_eq;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use skjold_inject::config::InjectorConfig;
+use skjold_inject::config::PreparedConfig;
 use skjold_inject::inject::{InjectRequest, NamespaceInfo, Reason, inject};
 use skjold_inject::workload::{OfflineOptions, inject_documents};
 
@@ -86,11 +86,11 @@ fn updating() -> bool {
     std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1")
 }
 
-fn config_of(input: &Input) -> InjectorConfig {
+fn config_of(input: &Input) -> PreparedConfig {
     match &input.config {
-        Some(v) => InjectorConfig::from_yaml(&serde_yaml_ng::to_string(v).expect("config yaml"))
+        Some(v) => PreparedConfig::from_yaml(&serde_yaml_ng::to_string(v).expect("config yaml"))
             .expect("valid config"),
-        None => InjectorConfig::default(),
+        None => PreparedConfig::default(),
     }
 }
 
@@ -167,7 +167,7 @@ fn run_case(path: &Path) -> Expected {
             ));
             let hash =
                 hash.unwrap_or_else(|| panic!("{}: no config hash annotation", path.display()));
-            assert_eq!(hash.as_str(), Some(config.hash().as_str()));
+            assert_eq!(hash.as_str(), Some(config.hash()));
             *hash = Value::String(HASH_PLACEHOLDER.into());
             Expected {
                 reason: outcome.reason.as_str().to_string(),
@@ -224,7 +224,7 @@ fn golden_offline_documents() {
     let paths = cases(&golden_dir().join("offline"));
     assert!(!paths.is_empty());
     let mut failures = Vec::new();
-    let config = InjectorConfig::default();
+    let config = PreparedConfig::default();
     let empty = BTreeMap::new();
     for path in &paths {
         let text = std::fs::read_to_string(path).expect("read");
@@ -238,7 +238,7 @@ fn golden_offline_documents() {
             },
         )
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let masked = out.output.replace(&config.hash(), HASH_PLACEHOLDER);
+        let masked = out.output.replace(config.hash(), HASH_PLACEHOLDER);
         check_or_update(path, &masked, &mut failures);
         // Running the output through again changes nothing.
         let again = inject_documents(

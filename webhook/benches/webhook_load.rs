@@ -547,11 +547,11 @@ async fn fixed_rate(
 /// Mean time of each in-process step of one admission, without HTTP or TLS.
 fn phases(body: &[u8], n: u32) -> anyhow::Result<()> {
     use skjold_inject::admission;
-    use skjold_inject::config::InjectorConfig;
+    use skjold_inject::config::PreparedConfig;
     use skjold_inject::inject::{self, InjectRequest, NamespaceInfo};
     use skjold_inject::verdict::{self, Fixed};
 
-    let config = InjectorConfig::default();
+    let config = PreparedConfig::default();
     let namespace = NamespaceInfo {
         name: "shop".into(),
         ..NamespaceInfo::default()

@@ -18,12 +18,13 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use tokio::task::JoinHandle;
 
-use crate::config::InjectorConfig;
+use crate::config::PreparedConfig;
 use crate::inject::{NamespaceInfo, NodeSupport, kubelet_supports_native_sidecars};
 use crate::istio::{
     DEFAULT_REVISION, INJECTOR_CONFIG_KEY, INJECTOR_CONFIG_MAP_LABEL, injector_config_map_name,
     injector_config_map_revision, normalize_revision,
 };
+use crate::metrics::Metrics;
 
 /// No injector config is known for the revision a request asked for.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -54,7 +55,7 @@ pub enum ConfigMapError {
 #[derive(Clone, Debug)]
 struct ConfigEntry {
     revision: String,
-    config: Arc<InjectorConfig>,
+    config: Arc<PreparedConfig>,
 }
 
 #[derive(Default)]
@@ -62,7 +63,7 @@ struct ConfigState {
     /// ConfigMap name -> its last good config.
     by_config_map: BTreeMap<String, ConfigEntry>,
     /// Revision -> config, derived from `by_config_map` (first ConfigMap name wins on conflicts).
-    by_revision: HashMap<String, Arc<InjectorConfig>>,
+    by_revision: HashMap<String, Arc<PreparedConfig>>,
     /// Buffer of a re-list in progress (between `Init` and `InitDone`).
     relist: Option<BTreeMap<String, ConfigEntry>>,
 }
@@ -77,7 +78,7 @@ struct NamespaceState {
 pub struct Cache {
     config_namespace: String,
     /// Configs from `--config` (or built-in defaults) that apply when no ConfigMap provides one.
-    static_configs: HashMap<String, Arc<InjectorConfig>>,
+    static_configs: HashMap<String, Arc<PreparedConfig>>,
     configs: RwLock<ConfigState>,
     namespaces: RwLock<NamespaceState>,
     /// Whether the namespace and ConfigMap stores must be synced before ready.
@@ -86,6 +87,8 @@ pub struct Cache {
     configs_synced: AtomicBool,
     /// Node name -> whether its kubelet runs native sidecars (Istio's `auto` rule).
     nodes: RwLock<NodeState>,
+    /// Where ConfigMap loads and refusals are counted (none in tests that do not look).
+    metrics: Option<Arc<Metrics>>,
 }
 
 #[derive(Default)]
@@ -115,7 +118,7 @@ impl Cache {
     /// `file_config` (from `--config`) is the `default` revision's config; when it names another
     /// revision it also serves that one.
     pub fn new(
-        file_config: Option<InjectorConfig>,
+        file_config: Option<PreparedConfig>,
         config_namespace: &str,
         kubernetes: bool,
     ) -> Self {
@@ -132,7 +135,14 @@ impl Cache {
             namespaces_synced: AtomicBool::new(false),
             configs_synced: AtomicBool::new(false),
             nodes: RwLock::new(NodeState::default()),
+            metrics: None,
         }
+    }
+
+    /// Counts ConfigMap loads and refusals in `metrics` (`skjold_webhook_config_loads_total`).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// What the nodes support, for the `auto` native-sidecar rule: unknown until the Node watch
@@ -193,7 +203,7 @@ impl Cache {
     }
 
     /// The injector config of `revision` (`""` means `default`).
-    pub fn config(&self, revision: &str) -> Result<Arc<InjectorConfig>, UnknownRevision> {
+    pub fn config(&self, revision: &str) -> Result<Arc<PreparedConfig>, UnknownRevision> {
         let revision = normalize_revision(revision);
         let from_config_map = self
             .configs
@@ -321,10 +331,16 @@ impl Cache {
                     hash = %entry.config.hash(),
                     "injector config loaded"
                 );
+                if let Some(m) = &self.metrics {
+                    m.record_config_load(true);
+                }
                 target.insert(name, entry);
             }
             Err(err) => {
                 tracing::error!(error = %err, "ignoring injector ConfigMap; keeping the last good config");
+                if let Some(m) = &self.metrics {
+                    m.record_config_load(false);
+                }
                 if let Some(old) = previous.get(&name) {
                     target.insert(name, old.clone());
                 }
@@ -346,7 +362,7 @@ impl Cache {
                 namespace: namespace.clone(),
                 name: name.to_string(),
             })?;
-        let config = InjectorConfig::from_yaml(text).map_err(|source| ConfigMapError::Invalid {
+        let config = PreparedConfig::from_yaml(text).map_err(|source| ConfigMapError::Invalid {
             namespace,
             name: name.to_string(),
             source,
@@ -424,8 +440,8 @@ fn namespace_info(ns: &PartialObjectMeta<Namespace>) -> Option<NamespaceInfo> {
 
 fn derive_by_revision(
     by_config_map: &BTreeMap<String, ConfigEntry>,
-) -> HashMap<String, Arc<InjectorConfig>> {
-    let mut out: HashMap<String, Arc<InjectorConfig>> = HashMap::new();
+) -> HashMap<String, Arc<PreparedConfig>> {
+    let mut out: HashMap<String, Arc<PreparedConfig>> = HashMap::new();
     for (name, entry) in by_config_map {
         if out.contains_key(&entry.revision) {
             tracing::warn!(
@@ -443,7 +459,7 @@ fn derive_by_revision(
 /// The verdict's view of the cluster is this cache.
 impl skjold_inject::verdict::Lookup for Cache {
     type ConfigError = UnknownRevision;
-    fn config(&self, revision: &str) -> Result<Arc<InjectorConfig>, UnknownRevision> {
+    fn config(&self, revision: &str) -> Result<Arc<PreparedConfig>, UnknownRevision> {
         Cache::config(self, revision)
     }
     fn namespace(&self, name: &str) -> Arc<NamespaceInfo> {
@@ -524,7 +540,7 @@ mod tests {
     fn offline_serves_defaults_and_names_missing_revisions() {
         let cache = Cache::new(None, "istio-system", false);
         assert!(cache.is_ready());
-        assert_eq!(*cache.config("").unwrap(), InjectorConfig::default());
+        assert_eq!(*cache.config("").unwrap(), PreparedConfig::default());
         let err = cache.config("canary").unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -536,7 +552,7 @@ mod tests {
 
     #[test]
     fn file_config_with_a_revision_serves_default_and_that_revision() {
-        let file = InjectorConfig::from_yaml("revision: blue\nproxy: {image: my/proxy:1}").unwrap();
+        let file = PreparedConfig::from_yaml("revision: blue\nproxy: {image: my/proxy:1}").unwrap();
         let cache = Cache::new(Some(file), "istio-system", false);
         assert_eq!(cache.config("default").unwrap().proxy.image, "my/proxy:1");
         assert_eq!(cache.config("blue").unwrap().proxy.image, "my/proxy:1");
@@ -544,7 +560,8 @@ mod tests {
 
     #[test]
     fn config_maps_key_by_revision_and_keep_last_good() {
-        let cache = Cache::new(None, "istio-system", true);
+        let metrics = Arc::new(Metrics::new());
+        let cache = Cache::new(None, "istio-system", true).with_metrics(metrics.clone());
         assert!(!cache.is_ready());
         cache.apply_config_map_event(Event::Init);
         cache.apply_config_map_event(Event::InitApply(cm(
@@ -573,6 +590,25 @@ mod tests {
         assert_eq!(
             cache.config("canary").unwrap().proxy.image,
             "canary/proxy:1"
+        );
+        // A default that does not parse is refused when the config is prepared, not per pod.
+        cache.apply_config_map_event(Event::Apply(cm(
+            "skjold-injector-canary",
+            Some("canary"),
+            Some("proxy: {image: canary/proxy:2, resources: {requests: {cpu: lots}}}"),
+        )));
+        assert_eq!(
+            cache.config("canary").unwrap().proxy.image,
+            "canary/proxy:1"
+        );
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains("skjold_webhook_config_loads_total{result=\"refused\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("skjold_webhook_config_loads_total{result=\"loaded\"} 2"),
+            "{text}"
         );
         cache.apply_config_map_event(Event::Apply(cm(
             "skjold-injector-canary",
@@ -603,7 +639,7 @@ mod tests {
         )));
         cache.apply_config_map_event(Event::Delete(cm("skjold-injector", None, None)));
         assert!(cache.config("canary").is_err());
-        assert_eq!(*cache.config("default").unwrap(), InjectorConfig::default());
+        assert_eq!(*cache.config("default").unwrap(), PreparedConfig::default());
     }
 
     #[test]

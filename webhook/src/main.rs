@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use skjold_webhook::cache::Cache;
-use skjold_webhook::config::InjectorConfig;
+use skjold_webhook::config::PreparedConfig;
 use skjold_webhook::metrics::Metrics;
 use skjold_webhook::server::{self, AppState, Settings};
 use skjold_webhook::tls::{ReloadingTls, TlsFiles};
@@ -111,7 +111,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot read --config {}", path.display()))?;
             Some(
-                InjectorConfig::from_yaml(&text)
+                PreparedConfig::from_yaml(&text)
                     .with_context(|| format!("invalid --config {}", path.display()))?,
             )
         }
@@ -134,12 +134,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
     };
 
-    let cache = Arc::new(Cache::new(
-        file_config,
-        &args.config_namespace,
-        client.is_some(),
-    ));
     let metrics = Arc::new(Metrics::new());
+    let cache = Arc::new(
+        Cache::new(file_config, &args.config_namespace, client.is_some())
+            .with_metrics(metrics.clone()),
+    );
     let (watchers, events) = match client {
         Some(client) => {
             tracing::info!(config_namespace = %args.config_namespace, "watching namespaces, injector ConfigMaps and nodes");

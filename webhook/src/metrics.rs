@@ -77,6 +77,7 @@ pub struct Metrics {
     cert_reloads: Family<ResultLabel, Counter>,
     workload_events: Family<ResultLabel, Counter>,
     connections: Family<ResultLabel, Counter>,
+    config_loads: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -97,6 +98,10 @@ impl Metrics {
         let cert_reloads = Family::<ResultLabel, Counter>::default();
         let workload_events = Family::<ResultLabel, Counter>::default();
         let connections = Family::<ResultLabel, Counter>::default();
+        let config_loads = Family::<ResultLabel, Counter>::default();
+        for result in ["loaded", "refused"] {
+            let _ = config_loads.get_or_create(&ResultLabel { result });
+        }
         for result in ["accepted", "refused"] {
             let _ = connections.get_or_create(&ResultLabel { result });
         }
@@ -157,7 +162,13 @@ impl Metrics {
             "TLS connections by result (accepted, refused: the connection cap stayed full for the wait)",
             connections.clone(),
         );
+        registry.register(
+            "skjold_webhook_config_loads",
+            "Injector ConfigMap loads by result (loaded; refused: invalid, the last good config stays)",
+            config_loads.clone(),
+        );
         Metrics {
+            config_loads,
             connections,
             workload_events,
             registry,
@@ -206,6 +217,14 @@ impl Metrics {
 
     pub fn record_denial(&self, reason: &'static str) {
         self.denials.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Counts one injector ConfigMap load; `ok: false` when it was refused as invalid.
+    pub fn record_config_load(&self, ok: bool) {
+        let result = if ok { "loaded" } else { "refused" };
+        self.config_loads
+            .get_or_create(&ResultLabel { result })
+            .inc();
     }
 
     pub fn record_cert_reload(&self, ok: bool) {

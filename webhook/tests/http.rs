@@ -8,7 +8,7 @@ use common::*;
 use hyper::StatusCode;
 use serde_json::json;
 use skjold_webhook::cache::Cache;
-use skjold_webhook::config::InjectorConfig;
+use skjold_webhook::config::PreparedConfig;
 use skjold_webhook::server::Settings;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -173,7 +173,7 @@ async fn unknown_revision_names_the_expected_config_map() {
 async fn revision_route_uses_that_revisions_config() {
     let pki = Pki::new();
     let file =
-        InjectorConfig::from_yaml("revision: blue\nproxy: {image: example.com/blue/proxyv2:9.9}")
+        PreparedConfig::from_yaml("revision: blue\nproxy: {image: example.com/blue/proxyv2:9.9}")
             .unwrap();
     let srv = start(
         &pki,

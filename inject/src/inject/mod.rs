@@ -668,7 +668,7 @@ fn mutate(
     ) {
         a.insert(keys::REWRITE_PROBES.into(), "false".into());
     }
-    a.insert(keys::CONFIG_HASH.into(), config.hash());
+    a.insert(keys::CONFIG_HASH.into(), config.hash().to_string());
     for (k, v) in &config.injected_annotations {
         a.insert(k.clone(), v.clone());
     }

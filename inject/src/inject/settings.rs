@@ -12,7 +12,7 @@ use super::annotations as parse;
 use super::decision::EffectiveAnnotations;
 use super::keys;
 use super::types::{AnnotationProblem, NodeSupport, Source};
-use crate::config::{InjectorConfig, InterceptionMode};
+use crate::config::{InterceptionMode, PreparedConfig};
 
 /// The resolved settings one injection renders from.
 #[derive(Debug)]
@@ -149,11 +149,13 @@ impl<'a> Reader<'a, '_> {
     }
 }
 
-/// One resource field: annotation value, else the config default (empty = unset).
+/// One resource field: annotation value, else the config default (empty = unset), with the
+/// default's quantity parsed when the config was prepared.
 fn resource<'a>(
     r: &mut Reader<'a, '_>,
     key: &str,
     default: &'a str,
+    default_q: Option<parse::Quantity>,
 ) -> (Option<&'a str>, Option<parse::Quantity>) {
     if let Some(q) = r.get(key, parse::parse_resource_quantity) {
         let (text, _) = r.ann.get(key).unwrap_or((default, Source::Pod));
@@ -166,14 +168,14 @@ fn resource<'a>(
     if default.is_empty() {
         (None, None)
     } else {
-        (Some(default), parse::parse_resource_quantity(default).ok())
+        (Some(default), default_q)
     }
 }
 
 /// Resolves the settings for one pod, or every problem found.
 pub fn resolve<'a>(
     ann: &EffectiveAnnotations<'a>,
-    config: &'a InjectorConfig,
+    config: &'a PreparedConfig,
     nodes: NodeSupport,
     warnings: &mut Vec<String>,
 ) -> Result<Settings<'a>, Vec<AnnotationProblem>> {
@@ -186,10 +188,23 @@ pub fn resolve<'a>(
 
     // Resources, per field (deliberately better than Istio: the other defaults stay).
     let res = &proxy.resources;
-    let (mut cpu_req, cpu_req_q) = resource(&mut r, keys::PROXY_CPU, &res.requests.cpu);
-    let (mut mem_req, mem_req_q) = resource(&mut r, keys::PROXY_MEMORY, &res.requests.memory);
-    let (mut cpu_lim, cpu_lim_q) = resource(&mut r, keys::PROXY_CPU_LIMIT, &res.limits.cpu);
-    let (mut mem_lim, mem_lim_q) = resource(&mut r, keys::PROXY_MEMORY_LIMIT, &res.limits.memory);
+    let d = config.default_resources();
+    let (mut cpu_req, cpu_req_q) =
+        resource(&mut r, keys::PROXY_CPU, &res.requests.cpu, d.cpu_request);
+    let (mut mem_req, mem_req_q) = resource(
+        &mut r,
+        keys::PROXY_MEMORY,
+        &res.requests.memory,
+        d.memory_request,
+    );
+    let (mut cpu_lim, cpu_lim_q) =
+        resource(&mut r, keys::PROXY_CPU_LIMIT, &res.limits.cpu, d.cpu_limit);
+    let (mut mem_lim, mem_lim_q) = resource(
+        &mut r,
+        keys::PROXY_MEMORY_LIMIT,
+        &res.limits.memory,
+        d.memory_limit,
+    );
     // A user's value is never refused because of a default: the conflicting default is dropped
     // (with a warning). Only a user's own request above the user's own limit is refused.
     for (req_key, req, req_q, lim_key, lim, lim_q) in [

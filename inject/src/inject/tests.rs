@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::config::InjectorConfig;
+use crate::config::{InjectorConfig, PreparedConfig};
 
 fn pod(v: Value) -> Pod {
     serde_json::from_value(v).expect("valid pod")
@@ -25,7 +25,7 @@ fn run(p: &Pod, config: &InjectorConfig) -> Result<Outcome, InjectError> {
     inject(&InjectRequest {
         pod: p,
         namespace: &ns("demo"),
-        config,
+        config: &PreparedConfig::new(config.clone()).expect("a valid config"),
         nodes: crate::inject::NodeSupport::Unknown,
     })
 }
@@ -353,16 +353,31 @@ fn bad_selector_operator_is_a_config_error() {
         e.contains("neverInjectSelector[0].matchExpressions[0]"),
         "{e}"
     );
-    // ... and, for a config built without loading, still an error naming it at admission.
+    // ... and a config built without parsing cannot reach an admission: the injector takes only
+    // a prepared config, and preparing refuses it with the same field.
     let config: InjectorConfig = serde_yaml_ng::from_str(yaml).unwrap();
-    let p = pod(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}]}}));
-    let err = run(&p, &config).unwrap_err();
-    assert_eq!(err.reason(), "invalid-config");
+    let e = PreparedConfig::new(config).unwrap_err().to_string();
     assert!(
-        err.to_string()
-            .contains("neverInjectSelector[0].matchExpressions[0].operator"),
-        "{err}"
+        e.contains("neverInjectSelector[0].matchExpressions[0]") && e.contains("Maybe"),
+        "{e}"
     );
+}
+
+#[test]
+fn a_default_resource_that_does_not_parse_is_refused_when_prepared() {
+    let mut config = InjectorConfig::default();
+    config.proxy.resources.limits.memory = "lots".into();
+    let e = match PreparedConfig::new(config) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("an unparseable default limit was accepted"),
+    };
+    assert!(
+        e.contains("proxy.resources.limits.memory") && e.contains("lots"),
+        "{e}"
+    );
+    let prepared = PreparedConfig::default();
+    assert_eq!(prepared.hash(), InjectorConfig::default().hash());
+    assert!(prepared.default_resources().cpu_request.is_some());
 }
 
 #[test]
@@ -668,7 +683,7 @@ fn native_sidecars_follow_istios_auto_rule_on_the_nodes() {
         let out = inject(&InjectRequest {
             pod: p,
             namespace: &ns("demo"),
-            config,
+            config: &PreparedConfig::new(config.clone()).expect("a valid config"),
             nodes,
         })
         .unwrap();

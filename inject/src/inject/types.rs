@@ -7,7 +7,7 @@ use std::fmt;
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::config::InjectorConfig;
+use crate::config::PreparedConfig;
 
 /// Upper bound on warnings about unknown/deprecated annotation keys for one pod.
 pub const MAX_KEY_WARNINGS: usize = 10;
@@ -28,7 +28,7 @@ pub struct NamespaceInfo {
 pub struct InjectRequest<'a> {
     pub pod: &'a Pod,
     pub namespace: &'a NamespaceInfo,
-    pub config: &'a InjectorConfig,
+    pub config: &'a PreparedConfig,
     /// What the cluster's nodes support (the webhook's Node watch; offline: unknown).
     pub nodes: NodeSupport,
 }

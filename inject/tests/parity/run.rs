@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde_json::Value;
-use skjold_inject::config::InjectorConfig;
+use skjold_inject::config::PreparedConfig;
 use skjold_inject::workload::{self, OfflineOptions};
 
 use super::cases::{self, Setup};
@@ -78,14 +78,14 @@ fn read(dir: &Path, f: &str) -> String {
 }
 
 /// Istio's config for a case: its test defaults, then the case's settings.
-pub fn config(overlay: &str) -> Result<InjectorConfig, String> {
+pub fn config(overlay: &str) -> Result<PreparedConfig, String> {
     let mut base: Value = serde_yaml_ng::from_str(cases::BASE_CONFIG).map_err(|e| e.to_string())?;
     if !overlay.trim().is_empty() {
         let o: Value = serde_yaml_ng::from_str(overlay).map_err(|e| e.to_string())?;
         merge(&mut base, o);
     }
     let yaml = serde_yaml_ng::to_string(&base).map_err(|e| e.to_string())?;
-    InjectorConfig::from_yaml(&yaml).map_err(|e| e.to_string())
+    PreparedConfig::from_yaml(&yaml).map_err(|e| e.to_string())
 }
 
 fn merge(base: &mut Value, overlay: Value) {
@@ -104,7 +104,7 @@ fn merge(base: &mut Value, overlay: Value) {
     }
 }
 
-fn inject(input: &str, config: &InjectorConfig) -> Result<String, String> {
+fn inject(input: &str, config: &PreparedConfig) -> Result<String, String> {
     let empty = BTreeMap::new();
     workload::inject_documents(
         input,

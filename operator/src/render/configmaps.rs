@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::{Value, json};
-use skjold_inject::config::{InjectorConfig, MeshSettings, ProxySettings};
+use skjold_inject::config::{InjectorConfig, MeshSettings, PreparedConfig, ProxySettings};
 use skjold_inject::istio;
 
 use super::names;
@@ -87,7 +87,9 @@ pub(crate) fn injector_config(input: &Input<'_>) -> Result<InjectorConfig, Rende
             ..MeshSettings::default()
         },
     };
-    cfg.validate().map_err(|e| RenderError::InvalidField {
+    // Exactly the check the webhook's cache makes when it loads the ConfigMap, so a config the
+    // webhook would refuse is never rendered (it would keep serving the previous one).
+    PreparedConfig::new(cfg.clone()).map_err(|e| RenderError::InvalidField {
         field: "spec.proxy",
         value: cfg.proxy.image.clone(),
         reason: e.to_string(),
