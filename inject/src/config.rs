@@ -305,7 +305,7 @@ impl PreparedConfig {
 
     /// Parses, validates and prepares a config document.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
-        Self::new(InjectorConfig::from_yaml(text)?)
+        Self::new(InjectorConfig::parse_yaml(text)?)
     }
 
     /// The config as loaded.
@@ -354,13 +354,18 @@ pub enum ConfigError {
 impl InjectorConfig {
     /// Parses a YAML (or JSON) document; missing fields take Istio's defaults.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
-        let cfg: InjectorConfig = if text.trim().is_empty() {
+        let cfg = Self::parse_yaml(text)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parses a config document without validating it (an empty document is Istio's defaults).
+    fn parse_yaml(text: &str) -> Result<Self, ConfigError> {
+        Ok(if text.trim().is_empty() {
             InjectorConfig::default()
         } else {
             serde_yaml_ng::from_str(text)?
-        };
-        cfg.validate()?;
-        Ok(cfg)
+        })
     }
 
     /// YAML rendering, as stored in the injector ConfigMap.
