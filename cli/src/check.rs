@@ -379,7 +379,11 @@ async fn injector_hashes(
 fn hashes_from_config_maps(cms: &[ConfigMap]) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for cm in cms {
-        let Some(text) = cm.data.as_ref().and_then(|d| d.get("config")) else {
+        let Some(text) = cm
+            .data
+            .as_ref()
+            .and_then(|d| d.get(skjold_inject::istio::INJECTOR_CONFIG_KEY))
+        else {
             continue;
         };
         // A config the webhook cannot parse is reported by the operator's status, not here.
