@@ -13,13 +13,15 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::core::v1::{Node, ServiceAccount};
 use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
+use crate::node::{self, CgroupRoot, NodePaths};
 use crate::pki::{ClusterPki, write_file};
 use crate::proc::{Proc, log_tail};
+use crate::sandbox::{Forward, NODE_IP, Sandbox};
 use crate::tools::tools_bin_dir;
 use crate::wait::{Poll, free_port, wait_for};
 
@@ -34,6 +36,9 @@ pub struct ClusterOptions {
     pub state_dir: Option<PathBuf>,
     /// Keep the temporary state directory after shutdown (for debugging; also `SKJOLD_E2E_KEEP=1`).
     pub keep_state: bool,
+    /// Run the whole cluster in a node sandbox with a real node (containerd, kubelet,
+    /// kube-proxy; see [`crate::node`]) instead of on the machine's loopback without one.
+    pub node: bool,
 }
 
 /// A running local cluster (or an attached existing one, see [`Cluster::shared`]).
@@ -48,6 +53,17 @@ pub struct Cluster {
     /// Started in dependency order; stopped in reverse.
     procs: Mutex<Vec<Proc>>,
     log_seq: AtomicUsize,
+    /// With a real node: the namespaces everything runs in, the machine's loopback port of the
+    /// API server, and the pods' cgroup root.
+    node: Option<NodeParts>,
+}
+
+#[derive(Debug)]
+struct NodeParts {
+    sandbox: Sandbox,
+    forward: Mutex<Option<Forward>>,
+    cgroups: CgroupRoot,
+    paths: NodePaths,
 }
 
 impl Cluster {
@@ -91,7 +107,28 @@ impl Cluster {
             apiserver_port: None,
             procs: Mutex::new(Vec::new()),
             log_seq: AtomicUsize::new(0),
+            node: None,
         })
+    }
+
+    /// The cluster with a real node of this test process (see [`ClusterOptions::node`]),
+    /// started once per process; it ends with the process.
+    pub fn shared_node() -> Result<&'static Cluster> {
+        static SHARED: OnceLock<Result<Cluster, String>> = OnceLock::new();
+        let cluster = SHARED.get_or_init(|| {
+            block_on_fresh_runtime(Cluster::start(ClusterOptions {
+                node: true,
+                ..ClusterOptions::default()
+            }))
+            .map_err(|e| format!("{e:#}"))
+        });
+        match cluster {
+            Ok(c) => {
+                c.remove_state_at_exit();
+                Ok(c)
+            }
+            Err(e) => Err(anyhow!("local cluster with a node unavailable: {e}")),
+        }
     }
 
     /// Starts etcd, kube-apiserver and kube-controller-manager on free loopback ports and waits
@@ -121,7 +158,32 @@ impl Cluster {
         };
         std::fs::create_dir_all(dir.join("logs")).context("creating the logs directory")?;
         let pki = ClusterPki::write(&dir.join("pki"))?;
-        let apiserver_port = free_port();
+        let node = if opts.node {
+            node::check_prerequisites()?;
+            let bins = node::node_bin_dir()?;
+            let sandbox =
+                Sandbox::create(&bins.join("pause"), &dir.join("logs/00-node-sandbox.log"))?;
+            let forward = sandbox.forward(node::apiserver_in_sandbox())?;
+            let cgroups = CgroupRoot::create()?;
+            node::register_exit_cleanup(&sandbox, &cgroups);
+            Some(NodeParts {
+                sandbox,
+                forward: Mutex::new(Some(forward)),
+                cgroups,
+                paths: NodePaths::new(&dir),
+            })
+        } else {
+            None
+        };
+        let apiserver_port = match &node {
+            Some(n) => n
+                .forward
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map_or(0, Forward::port),
+            None => free_port(),
+        };
         let kubeconfig = dir.join("kubeconfig");
         write_file(&kubeconfig, &pki.kubeconfig_yaml(apiserver_port), true)?;
         let cluster = Cluster {
@@ -132,7 +194,8 @@ impl Cluster {
             pki: Some(pki),
             apiserver_port: Some(apiserver_port),
             procs: Mutex::new(Vec::new()),
-            log_seq: AtomicUsize::new(0),
+            log_seq: AtomicUsize::new(1),
+            node,
         };
         if let Err(e) = cluster.boot().await {
             let logs = cluster.log_tails(30);
@@ -150,8 +213,14 @@ impl Cluster {
         let port = self
             .apiserver_port
             .ok_or_else(|| anyhow!("no API server port"))?;
-        let (etcd_client, etcd_peer) = (free_port(), free_port());
-        let mut etcd = Command::new(self.bin_dir.join("etcd"));
+        let in_node = self.node.is_some();
+        // Inside the sandbox the ports are the sandbox's own: fixed, nothing else uses them.
+        let (etcd_client, etcd_peer) = if in_node {
+            (2379, 2380)
+        } else {
+            (free_port(), free_port())
+        };
+        let mut etcd = self.command(self.bin_dir.join("etcd"));
         etcd.args([
             "--name=default",
             &format!("--data-dir={}", self.dir.join("etcd").display()),
@@ -168,12 +237,21 @@ impl Cluster {
         self.wait_tcp("etcd", etcd_client).await?;
 
         let p = |path: &Path| path.display().to_string();
-        let mut apiserver = Command::new(self.bin_dir.join("kube-apiserver"));
+        let mut apiserver = self.command(self.bin_dir.join("kube-apiserver"));
+        let (secure_port, bind, advertise) = if in_node {
+            (
+                node::APISERVER_PORT,
+                "0.0.0.0".to_string(),
+                NODE_IP.to_string(),
+            )
+        } else {
+            (port, "127.0.0.1".into(), "127.0.0.1".into())
+        };
         apiserver.args([
             format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
-            format!("--secure-port={port}"),
-            "--bind-address=127.0.0.1".into(),
-            "--advertise-address=127.0.0.1".into(),
+            format!("--secure-port={secure_port}"),
+            format!("--bind-address={bind}"),
+            format!("--advertise-address={advertise}"),
             format!("--cert-dir={}", self.dir.join("apiserver").display()),
             format!("--tls-cert-file={}", p(&pki.apiserver_cert)),
             format!("--tls-private-key-file={}", p(&pki.apiserver_key)),
@@ -181,22 +259,47 @@ impl Cluster {
             format!("--service-account-key-file={}", p(&pki.sa_pub)),
             format!("--service-account-signing-key-file={}", p(&pki.sa_key)),
             "--service-account-issuer=https://kubernetes.default.svc".into(),
-            "--authorization-mode=RBAC".into(),
             "--service-cluster-ip-range=10.96.0.0/16".into(),
             "--allow-privileged=true".into(),
-            // A loopback address is not a valid Endpoints address; nothing routes to it anyway.
-            "--endpoint-reconciler-type=none".into(),
             "--profiling=false".into(),
         ]);
+        if in_node {
+            let kubelet_client = pki.issue_client(
+                "apiserver-kubelet-client",
+                "kube-apiserver-kubelet-client",
+                &["system:masters"],
+            )?;
+            apiserver.args([
+                "--authorization-mode=Node,RBAC".into(),
+                "--enable-admission-plugins=NodeRestriction".into(),
+                format!("--kubelet-client-certificate={}", p(&kubelet_client.cert)),
+                format!("--kubelet-client-key={}", p(&kubelet_client.key)),
+                "--kubelet-preferred-address-types=InternalIP".into(),
+            ]);
+        } else {
+            apiserver.args([
+                "--authorization-mode=RBAC",
+                // A loopback address is not a valid Endpoints address; nothing routes to it anyway.
+                "--endpoint-reconciler-type=none",
+            ]);
+        }
         self.spawn("kube-apiserver", apiserver)?;
         self.wait_apiserver_ready().await?;
 
-        let mut kcm = Command::new(self.bin_dir.join("kube-controller-manager"));
-        let kcm_port = free_port();
+        let mut kcm = self.command(self.bin_dir.join("kube-controller-manager"));
+        let kcm_port = if in_node { 10257 } else { free_port() };
+        // Inside the sandbox the API server is at its own loopback address, not the forward.
+        let kcm_kubeconfig = if in_node {
+            let path = self.dir.join("kubeconfig-in-node");
+            write_file(&path, &pki.kubeconfig_yaml(node::APISERVER_PORT), true)?;
+            path
+        } else {
+            self.kubeconfig.clone()
+        };
         kcm.args([
-            format!("--kubeconfig={}", p(&self.kubeconfig)),
-            format!("--authentication-kubeconfig={}", p(&self.kubeconfig)),
-            format!("--authorization-kubeconfig={}", p(&self.kubeconfig)),
+            format!("--kubeconfig={}", p(&kcm_kubeconfig)),
+            format!("--authentication-kubeconfig={}", p(&kcm_kubeconfig)),
+            format!("--authorization-kubeconfig={}", p(&kcm_kubeconfig)),
             format!("--service-account-private-key-file={}", p(&pki.sa_key)),
             format!("--root-ca-file={}", p(&pki.ca_cert)),
             "--use-service-account-credentials=false".into(),
@@ -227,12 +330,176 @@ impl Cluster {
             },
         )
         .await?;
+        if in_node {
+            // With a node, pods are really scheduled (without one they stay Pending, which is
+            // all the webhook tests need).
+            let cert = pki.issue_client("kube-scheduler", "system:kube-scheduler", &[])?;
+            let kubeconfig = self.dir.join("kube-scheduler.kubeconfig");
+            let server = format!("https://127.0.0.1:{}", node::APISERVER_PORT);
+            write_file(&kubeconfig, &pki.kubeconfig_for(&server, &cert), true)?;
+            let mut scheduler = self.command(node::node_bin_dir()?.join("kube-scheduler"));
+            scheduler.args([
+                format!("--kubeconfig={}", p(&kubeconfig)),
+                format!("--authentication-kubeconfig={}", p(&kubeconfig)),
+                format!("--authorization-kubeconfig={}", p(&kubeconfig)),
+                "--leader-elect=false".into(),
+                "--bind-address=127.0.0.1".into(),
+            ]);
+            self.spawn("kube-scheduler", scheduler)?;
+            self.boot_node(pki).await?;
+        }
         tracing::info!(kubeconfig = %self.kubeconfig.display(), "local cluster ready");
         Ok(())
     }
 
+    /// containerd, images, kubelet and kube-proxy in the sandbox; waits for the Node to be Ready.
+    async fn boot_node(&self, pki: &ClusterPki) -> Result<()> {
+        let parts = self
+            .node
+            .as_ref()
+            .ok_or_else(|| anyhow!("no node sandbox"))?;
+        let paths = &parts.paths;
+        let bins = node::node_bin_dir()?;
+        for d in [
+            "containerd",
+            "cni/conf",
+            "pod-logs",
+            "kubelet/pki",
+            "images",
+        ] {
+            std::fs::create_dir_all(paths.dir.join(d))
+                .with_context(|| format!("creating {}", paths.dir.join(d).display()))?;
+        }
+        let config = paths.dir.join("containerd/config.toml");
+        write_file(&config, &node::containerd_config(paths, &bins), false)?;
+        write_file(
+            &paths.dir.join("cni/conf/10-skjold.conflist"),
+            &node::cni_config(paths),
+            false,
+        )?;
+        node::write_resolv_conf(paths)?;
+        let mut containerd = self.command("containerd");
+        containerd.arg("--config").arg(&config);
+        let log = self.log_path("containerd");
+        self.spawn_logged("containerd", containerd, &log)?;
+        node::wait_containerd(&paths.containerd_socket, &parts.sandbox, &log)?;
+        for image in [node::Image::pause(&bins), node::Image::busybox()?] {
+            image.import(&bins, &paths.dir.join("images"), &paths.containerd_socket)?;
+        }
+
+        let in_node = format!("https://127.0.0.1:{}", node::APISERVER_PORT);
+        let kubelet_cert = pki.issue_client(
+            "kubelet",
+            &format!("system:node:{}", node::NODE_NAME),
+            &["system:nodes"],
+        )?;
+        let kubelet_kubeconfig = paths.dir.join("kubelet/kubeconfig");
+        write_file(
+            &kubelet_kubeconfig,
+            &pki.kubeconfig_for(&in_node, &kubelet_cert),
+            true,
+        )?;
+        let kubelet_config = paths.dir.join("kubelet/config.yaml");
+        write_file(
+            &kubelet_config,
+            &node::kubelet_config(paths, pki, &parts.cgroups.path()),
+            false,
+        )?;
+        let mut kubelet = self.command(bins.join("kubelet"));
+        kubelet.args([
+            format!("--config={}", kubelet_config.display()),
+            format!("--kubeconfig={}", kubelet_kubeconfig.display()),
+            format!("--root-dir={}", paths.dir.join("kubelet").display()),
+            format!("--cert-dir={}", paths.dir.join("kubelet/pki").display()),
+            format!("--node-ip={NODE_IP}"),
+            format!("--hostname-override={}", node::NODE_NAME),
+            "--v=1".into(),
+        ]);
+        self.spawn("kubelet", kubelet)?;
+
+        let proxy_cert = pki.issue_client("kube-proxy", "system:kube-proxy", &[])?;
+        let proxy_kubeconfig = paths.dir.join("kube-proxy.kubeconfig");
+        write_file(
+            &proxy_kubeconfig,
+            &pki.kubeconfig_for(&in_node, &proxy_cert),
+            true,
+        )?;
+        let mut proxy = self.command(bins.join("kube-proxy"));
+        proxy.args([
+            format!("--kubeconfig={}", proxy_kubeconfig.display()),
+            format!("--hostname-override={}", node::NODE_NAME),
+            "--proxy-mode=iptables".into(),
+            "--cluster-cidr=10.244.0.0/16".into(),
+            // Leave the (machine-wide) conntrack sysctls alone.
+            "--conntrack-max-per-core=0".into(),
+            "--conntrack-tcp-timeout-established=0".into(),
+            "--conntrack-tcp-timeout-close-wait=0".into(),
+            "--metrics-bind-address=127.0.0.1:10249".into(),
+            "--healthz-bind-address=127.0.0.1:10256".into(),
+            "--v=1".into(),
+        ]);
+        self.spawn("kube-proxy", proxy)?;
+
+        let client = self.client().await?;
+        let nodes: Api<Node> = Api::all(client);
+        wait_for(
+            &format!("Node {} to be Ready", node::NODE_NAME),
+            READY_TIMEOUT,
+            || {
+                let nodes = nodes.clone();
+                async move {
+                    if let Err(e) = self.check_processes() {
+                        return Poll::Failed(format!("{e:#}"));
+                    }
+                    match nodes.get_opt(node::NODE_NAME).await {
+                        Ok(Some(n)) => {
+                            let ready = n
+                                .status
+                                .and_then(|s| s.conditions)
+                                .unwrap_or_default()
+                                .into_iter()
+                                .find(|c| c.type_ == "Ready");
+                            match ready {
+                                Some(c) if c.status == "True" => Poll::Ready(()),
+                                Some(c) => Poll::Pending(format!(
+                                    "Ready={}: {}",
+                                    c.status,
+                                    c.message.unwrap_or_default()
+                                )),
+                                None => Poll::Pending("no Ready condition yet".into()),
+                            }
+                        }
+                        Ok(None) => {
+                            Poll::Pending("the kubelet has not registered the Node yet".into())
+                        }
+                        Err(e) => Poll::Pending(e.to_string()),
+                    }
+                }
+            },
+        )
+        .await
+    }
+
+    /// A command for a control-plane or node process: inside the node sandbox when there is
+    /// one, on the machine otherwise.
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match &self.node {
+            Some(n) => n.sandbox.command(program),
+            None => Command::new(program),
+        }
+    }
+
     fn spawn(&self, name: &str, cmd: Command) -> Result<()> {
-        let proc = Proc::spawn(name, cmd, &self.log_path(name))?;
+        let log = self.log_path(name);
+        self.spawn_logged(name, cmd, &log)
+    }
+
+    fn spawn_logged(&self, name: &str, cmd: Command, log: &Path) -> Result<()> {
+        let mut proc = Proc::spawn(name, cmd, log)?;
+        if self.node.is_some() {
+            // nsenter forks the real process and does not pass signals on.
+            proc = proc.signal_group();
+        }
         self.procs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -263,10 +530,20 @@ impl Cluster {
                 if let Err(e) = self.check_processes() {
                     return Poll::Pending(format!("{e:#}"));
                 }
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .map(drop)
-                    .into()
+                match &self.node {
+                    Some(n) => n
+                        .sandbox
+                        .connect(
+                            std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)),
+                            Duration::from_secs(1),
+                        )
+                        .map(drop)
+                        .into(),
+                    None => tokio::net::TcpStream::connect(("127.0.0.1", port))
+                        .await
+                        .map(drop)
+                        .into(),
+                }
             },
         )
         .await
@@ -298,6 +575,21 @@ impl Cluster {
             .await
             .context("loading the kubeconfig")?;
         Client::try_from(config).context("building the Kubernetes client")
+    }
+
+    /// The node sandbox, when this cluster runs with a real node.
+    pub fn node_sandbox(&self) -> Option<&Sandbox> {
+        self.node.as_ref().map(|n| &n.sandbox)
+    }
+
+    /// The node's pod cgroup root, when this cluster runs with a real node.
+    pub fn node_cgroups(&self) -> Option<&CgroupRoot> {
+        self.node.as_ref().map(|n| &n.cgroups)
+    }
+
+    /// The node's state paths (containerd socket, ...), when this cluster runs with a real node.
+    pub fn node_paths(&self) -> Option<&NodePaths> {
+        self.node.as_ref().map(|n| &n.paths)
     }
 
     pub fn kubeconfig(&self) -> &Path {
@@ -398,8 +690,16 @@ impl Cluster {
     /// temporary state. Idempotent; also run on drop.
     pub fn shutdown(&self) {
         let mut procs = std::mem::take(&mut *self.procs.lock().unwrap_or_else(|p| p.into_inner()));
+        if let Some(n) = &self.node {
+            // Ending the sandbox ends every process in it at once (pods and shims too).
+            n.sandbox.destroy();
+            drop(n.forward.lock().unwrap_or_else(|p| p.into_inner()).take());
+        }
         while let Some(mut p) = procs.pop() {
             p.stop(Duration::from_secs(10));
+        }
+        if let Some(n) = &self.node {
+            n.cgroups.remove();
         }
         drop(self.temp.lock().unwrap_or_else(|p| p.into_inner()).take());
     }

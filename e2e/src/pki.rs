@@ -26,6 +26,13 @@ pub struct ClusterPki {
     pub sa_pub: PathBuf,
 }
 
+/// A client certificate and key written next to the CA.
+#[derive(Clone, Debug)]
+pub struct ClientCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 impl ClusterPki {
     /// Generates a CA, the API server's serving cert (127.0.0.1, localhost, kubernetes.default...),
     /// an admin client cert (CN=admin, O=system:masters) and a service-account key into `dir`.
@@ -46,6 +53,8 @@ impl ClusterPki {
         let ips = [
             IpAddr::V4(Ipv4Addr::LOCALHOST),
             IpAddr::V4(Ipv4Addr::new(10, 96, 0, 1)),
+            // The node's address when the cluster runs in a node sandbox (crate::sandbox).
+            IpAddr::V4(crate::sandbox::NODE_IP),
         ];
         let serving = ca
             .issue_serving(&dns, &ips, VALIDITY)
@@ -74,6 +83,57 @@ impl ClusterPki {
         write_file(&pki.sa_key, &sa_private, true)?;
         write_file(&pki.sa_pub, &sa_public, false)?;
         Ok(pki)
+    }
+
+    /// Issues a client certificate (`CN=common_name`, `O=` each of `orgs`) from the cluster CA
+    /// into `<name>.crt` / `<name>.key` next to it: the kubelet's `system:node:<node>` in
+    /// `system:nodes`, kube-proxy's `system:kube-proxy`, the API server's kubelet client.
+    pub fn issue_client(&self, name: &str, common_name: &str, orgs: &[&str]) -> Result<ClientCert> {
+        let ca = CertificateAuthority::from_pem(
+            &fs::read_to_string(&self.ca_cert).context("reading the cluster CA")?,
+            &fs::read_to_string(&self.ca_key).context("reading the cluster CA key")?,
+        )
+        .context("loading the cluster CA")?;
+        let orgs: Vec<String> = orgs.iter().map(|o| o.to_string()).collect();
+        let issued = ca
+            .issue_client(common_name, &orgs, VALIDITY)
+            .with_context(|| format!("issuing the client certificate {common_name}"))?;
+        let dir = self.ca_cert.parent().unwrap_or(Path::new("."));
+        let out = ClientCert {
+            cert: dir.join(format!("{name}.crt")),
+            key: dir.join(format!("{name}.key")),
+        };
+        write_file(&out.cert, &issued.cert_pem, false)?;
+        write_file(&out.key, &issued.key_pem, true)?;
+        Ok(out)
+    }
+
+    /// A kubeconfig for `server` authenticating with `client` (paths by absolute file name).
+    pub fn kubeconfig_for(&self, server: &str, client: &ClientCert) -> String {
+        format!(
+            "apiVersion: v1
+kind: Config
+clusters:
+- name: skjold-local
+  cluster:
+    server: {server}
+    certificate-authority: {ca}
+users:
+- name: user
+  user:
+    client-certificate: {cert}
+    client-key: {key}
+contexts:
+- name: skjold-local
+  context:
+    cluster: skjold-local
+    user: user
+current-context: skjold-local
+",
+            ca = self.ca_cert.display(),
+            cert = client.cert.display(),
+            key = client.key.display(),
+        )
     }
 
     /// An admin kubeconfig for `https://127.0.0.1:<port>` referring to the PEM files by absolute

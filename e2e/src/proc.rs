@@ -122,6 +122,9 @@ pub struct Proc {
     name: String,
     child: Option<Child>,
     log: PathBuf,
+    /// Signal the whole process group on stop, not only the child: for wrappers such as
+    /// `nsenter` that fork the real process and do not pass signals on.
+    group: bool,
 }
 
 impl Proc {
@@ -142,7 +145,15 @@ impl Proc {
             name: name.to_string(),
             child: Some(child),
             log: log.to_path_buf(),
+            group: false,
         })
+    }
+
+    /// Makes [`Proc::stop`] and [`Proc::kill`] signal the child's whole process group (it leads
+    /// its own group), so a wrapper's forked child gets the signal too.
+    pub fn signal_group(mut self) -> Proc {
+        self.group = true;
+        self
     }
 
     pub fn name(&self) -> &str {
@@ -194,9 +205,10 @@ impl Proc {
             return;
         }
         if let Ok(raw) = i32::try_from(pid) {
-            // SAFETY: signalling our own unreaped child.
+            let target = if self.group { -raw } else { raw };
+            // SAFETY: signalling our own unreaped child (or the group it leads).
             unsafe {
-                libc::kill(raw, libc::SIGTERM);
+                libc::kill(target, libc::SIGTERM);
             }
         }
         let deadline = Instant::now() + grace;
@@ -208,6 +220,7 @@ impl Proc {
             }
             thread::sleep(Duration::from_millis(50));
         }
+        self.kill_group(pid);
         let _ = child.kill();
         let _ = child.wait();
         unregister(pid);
@@ -218,9 +231,21 @@ impl Proc {
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let pid = child.id();
+            self.kill_group(pid);
             let _ = child.kill();
             let _ = child.wait();
             unregister(pid);
+        }
+    }
+}
+
+impl Proc {
+    fn kill_group(&self, pid: u32) {
+        if let (true, Ok(raw)) = (self.group, i32::try_from(pid)) {
+            // SAFETY: SIGKILL to the process group our unreaped child leads.
+            unsafe {
+                libc::kill(-raw, libc::SIGKILL);
+            }
         }
     }
 }

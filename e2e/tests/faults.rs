@@ -284,6 +284,7 @@ async fn apiserver_killed_mid_reconcile_converges_after_restart() -> Result<()> 
     let cluster = Cluster::start(ClusterOptions {
         state_dir: Some(state.path().to_path_buf()),
         keep_state: false,
+        node: false,
     })
     .await?;
     let res = restart_scenario(&cluster).await;

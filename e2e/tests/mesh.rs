@@ -26,6 +26,9 @@ const ISTIOD_READY: Duration = Duration::from_secs(180);
 const PUSH: Duration = Duration::from_secs(15);
 /// The operator's half of an edit (MeshConfig -> ConfigMap `istio`): the issue's 5 s.
 const RENDER: Duration = Duration::from_secs(5);
+/// How long istiod must have started no push before a mesh edit (see `Istiod::wait_push_quiet`):
+/// several debounce periods (100 ms each).
+const QUIET: Duration = Duration::from_millis(1500);
 
 /// Skjold (operator + webhook) and istiod of this test process, started once.
 fn mesh() -> Result<(&'static Mesh<'static>, &'static Istiod)> {
@@ -226,10 +229,13 @@ async fn istiod_serves_access_log_and_outbound_policy_and_follows_edits() -> Res
             .count();
         println!("istiod serves {http_listeners} listeners with a /dev/stdout access log, outbound -> BlackHoleCluster");
 
-        let patch = |p: &str| {
+        // An edit is only observable as one push when no unrelated change is in flight (the
+        // Istio bug in Istiod::wait_push_quiet): wait for istiod to go quiet before each edit.
+        let patch = |p: &'static str| async move {
+            istiod.wait_push_quiet(QUIET, Duration::from_secs(30)).await?;
             cluster.patch_meshconfig(p)
         };
-        patch(r#"{"spec":{"meshConfig":{"outboundTrafficPolicy":{"mode":"ALLOW_ANY"},"accessLogEncoding":"JSON"}}}"#)?;
+        patch(r#"{"spec":{"meshConfig":{"outboundTrafficPolicy":{"mode":"ALLOW_ANY"},"accessLogEncoding":"JSON"}}}"#).await?;
         let rendered = mesh
             .wait_mesh_configmap("the operator to render ALLOW_ANY + JSON", RENDER, |m| {
                 let (mode, enc) = (&m["outboundTrafficPolicy"]["mode"], &m["accessLogEncoding"]);
@@ -266,7 +272,7 @@ async fn istiod_serves_access_log_and_outbound_policy_and_follows_edits() -> Res
             held["outboundTrafficPolicy"],
             held["accessLogEncoding"]
         );
-        patch(r#"{"spec":{"meshConfig":{"accessLogFile":""}}}"#)?;
+        patch(r#"{"spec":{"meshConfig":{"accessLogFile":""}}}"#).await?;
         mesh.wait_mesh_configmap("the operator to render accessLogFile \"\"", RENDER, |m| {
             match m["accessLogFile"].as_str() {
                 None | Some("") => Ok(()),
@@ -285,6 +291,7 @@ async fn istiod_serves_access_log_and_outbound_policy_and_follows_edits() -> Res
             Err(e) => bail!("{e:#}\n{}", push_diagnostics(istiod, &probe).await),
         };
         println!("accessLogFile \"\" rendered -> no access log pushed: {:.2}s", took.as_secs_f64());
+        istiod.wait_push_quiet(QUIET, Duration::from_secs(30)).await?;
         mesh.restore_default_meshconfig()?;
         if let Err(e) = mesh
             .wait_mesh_configmap("the operator to render the restored REGISTRY_ONLY", RENDER, |m| {
@@ -297,9 +304,10 @@ async fn istiod_serves_access_log_and_outbound_policy_and_follows_edits() -> Res
         {
             eprintln!("WARNING (known issue, see docs/e2e.md): {e:#}");
         }
-        // Cleanup, not an assertion: the edits above are the promise under test. Seen in 2 of
-        // about 15 runs: after the restore the probe still showed PassthroughCluster after 30 s;
-        // the cause is not found yet (docs/e2e.md, "Known issues"), so it is reported, not hidden.
+        // Cleanup, not an assertion: the edits above are the promise under test. A restore
+        // that istiod merges with an Endpoints-only update is not applied to connected proxies
+        // (the Istio bug described at Istiod::wait_push_quiet; docs/e2e.md, "Known issues"), so
+        // a miss is reported, not hidden.
         let restored = probe
             .wait("the restored REGISTRY_ONLY", Duration::from_secs(30), |s| {
                 if outbound(s) == "BlackHoleCluster" { Ok(()) } else { Err(outbound(s)) }

@@ -63,6 +63,10 @@ struct UpArgs {
     /// Start only the control plane, without skjold-operator and skjold-webhook (`up` only).
     #[arg(long)]
     no_skjold: bool,
+    /// Run the cluster in a node sandbox with a real node (containerd, runc, kubelet,
+    /// kube-proxy; needs root): pods really run (`up` only, with `--no-skjold` for now).
+    #[arg(long)]
+    node: bool,
 }
 
 #[tokio::main]
@@ -93,7 +97,13 @@ async fn run(args: UpArgs, demo: bool) -> Result<()> {
     let opts = ClusterOptions {
         state_dir: args.state_dir.clone(),
         keep_state: args.keep_state,
+        node: args.node,
     };
+    if args.node && (demo || !args.no_skjold) {
+        return Err(anyhow!(
+            "--node runs only with `up --no-skjold` so far: Skjold's images and `helm install` on the node are issue 12's next step"
+        ));
+    }
 
     step("starting etcd, kube-apiserver and kube-controller-manager on 127.0.0.1");
     let Some(cluster) = until_signal(Cluster::start(opts)).await? else {
