@@ -110,6 +110,21 @@ impl ClusterPki {
 
     /// A kubeconfig for `server` authenticating with `client` (paths by absolute file name).
     pub fn kubeconfig_for(&self, server: &str, client: &ClientCert) -> String {
+        self.kubeconfig(server, "user", &client.cert, &client.key)
+    }
+
+    /// An admin kubeconfig for `https://127.0.0.1:<port>` referring to the PEM files by absolute
+    /// path (the cluster is local, so the files are always next to it).
+    pub fn kubeconfig_yaml(&self, apiserver_port: u16) -> String {
+        self.kubeconfig(
+            &format!("https://127.0.0.1:{apiserver_port}"),
+            "admin",
+            &self.admin_cert,
+            &self.admin_key,
+        )
+    }
+
+    fn kubeconfig(&self, server: &str, user: &str, cert: &Path, key: &Path) -> String {
         format!(
             "apiVersion: v1
 kind: Config
@@ -119,7 +134,7 @@ clusters:
     server: {server}
     certificate-authority: {ca}
 users:
-- name: user
+- name: {user}
   user:
     client-certificate: {cert}
     client-key: {key}
@@ -127,41 +142,12 @@ contexts:
 - name: skjold-local
   context:
     cluster: skjold-local
-    user: user
+    user: {user}
 current-context: skjold-local
 ",
             ca = self.ca_cert.display(),
-            cert = client.cert.display(),
-            key = client.key.display(),
-        )
-    }
-
-    /// An admin kubeconfig for `https://127.0.0.1:<port>` referring to the PEM files by absolute
-    /// path (the cluster is local, so the files are always next to it).
-    pub fn kubeconfig_yaml(&self, apiserver_port: u16) -> String {
-        format!(
-            "apiVersion: v1
-kind: Config
-clusters:
-- name: skjold-local
-  cluster:
-    server: https://127.0.0.1:{apiserver_port}
-    certificate-authority: {ca}
-users:
-- name: admin
-  user:
-    client-certificate: {cert}
-    client-key: {key}
-contexts:
-- name: skjold-local
-  context:
-    cluster: skjold-local
-    user: admin
-current-context: skjold-local
-",
-            ca = self.ca_cert.display(),
-            cert = self.admin_cert.display(),
-            key = self.admin_key.display(),
+            cert = cert.display(),
+            key = key.display(),
         )
     }
 }
