@@ -77,6 +77,13 @@ if [ $missing = 1 ]; then
   rmdir "$bin/.istio.tmp"
   echo "build-tools: Istio binaries built in $((SECONDS - start))s" >&2
 fi
+# Istio's images carry Envoy's bootstrap template (pilot-agent renders it before it starts Envoy);
+# the local node's pilot/proxyv2 images take it from the same module (e2e/src/images.rs).
+if [ ! -f "$bin/envoy_bootstrap.json" ]; then
+  istio_dir=$(cd "$here/tools/istio" && GOFLAGS=-mod=mod go list -m -f '{{.Dir}}' istio.io/istio)
+  cp "$istio_dir/tools/packaging/common/envoy_bootstrap.json" "$bin/envoy_bootstrap.json.tmp"
+  mv "$bin/envoy_bootstrap.json.tmp" "$bin/envoy_bootstrap.json"
+fi
 # Our own Go code: rebuilt whenever a source file is newer than the binary (Go's build cache
 # makes an unchanged rebuild a no-op).
 probe="$bin/skjold-xds-probe"

@@ -259,7 +259,7 @@ impl Cluster {
             format!("--service-account-key-file={}", p(&pki.sa_pub)),
             format!("--service-account-signing-key-file={}", p(&pki.sa_key)),
             "--service-account-issuer=https://kubernetes.default.svc".into(),
-            "--service-cluster-ip-range=10.96.0.0/16".into(),
+            format!("--service-cluster-ip-range={}", node::SERVICE_CIDR),
             "--allow-privileged=true".into(),
             "--profiling=false".into(),
         ]);
@@ -378,6 +378,21 @@ impl Cluster {
             false,
         )?;
         node::write_resolv_conf(paths)?;
+        // Processes of the sandbox itself (the API server calling a webhook Service, the
+        // kubelet) dial Service addresses; kube-proxy's OUTPUT rules rewrite them to a pod, but
+        // the kernel routes before those rules run, and the sandbox has no default route. This
+        // route only makes the range routable inside the sandbox (nothing leaves it: it has no
+        // interface to the machine).
+        parts.sandbox.run_ok(&[
+            "ip",
+            "route",
+            "add",
+            node::SERVICE_CIDR,
+            "dev",
+            "lo",
+            "src",
+            &NODE_IP.to_string(),
+        ])?;
         let mut containerd = self.command("containerd");
         containerd.arg("--config").arg(&config);
         let log = self.log_path("containerd");
@@ -660,6 +675,29 @@ impl Cluster {
         if !out.status.success() {
             bail!(
                 "kubectl {} failed ({}): {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs `helm <args>` against this cluster (its own Helm state under the cluster directory)
+    /// and returns stdout, or an error with the command and its stderr.
+    pub fn helm(&self, args: &[&str]) -> Result<String> {
+        let state = self.dir.join("helm-home");
+        let out = Command::new(self.bin_dir.join("helm"))
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HELM_CACHE_HOME", state.join("cache"))
+            .env("HELM_CONFIG_HOME", state.join("config"))
+            .env("HELM_DATA_HOME", state.join("data"))
+            .output()
+            .with_context(|| format!("running helm {}", args.join(" ")))?;
+        if !out.status.success() {
+            bail!(
+                "helm {} failed ({}): {}",
                 args.join(" "),
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim()

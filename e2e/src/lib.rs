@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod https;
+pub mod images;
 pub mod istio;
 pub mod k8s;
 pub mod kubelet;

@@ -31,6 +31,9 @@ use crate::tools::workspace_root;
 pub const NODE_NAME: &str = "skjold-node";
 /// Pod addresses (the CNI bridge's host-local range).
 pub const POD_CIDR: &str = "10.244.0.0/24";
+/// Service addresses (`--service-cluster-ip-range`); kube-proxy's rules exist only in the
+/// sandbox.
+pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 /// The sandbox image containerd runs each pod's namespaces in: our `pause` binary.
 pub const PAUSE_IMAGE: &str = "localhost/skjold/pause:e2e";
 /// A small image for test workloads: Debian's static busybox (`sh`, `httpd`, `wget`, `nc`, ...).

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -28,27 +28,6 @@ const STEP: Duration = Duration::from_secs(90);
 
 fn chart() -> PathBuf {
     workspace_root().join("helm/skjold")
-}
-
-fn helm(cluster: &Cluster, args: &[&str]) -> Result<String> {
-    let state = cluster.dir().join("helm-home");
-    let out = Command::new(cluster.bin_dir().join("helm"))
-        .args(args)
-        .env("KUBECONFIG", cluster.kubeconfig())
-        .env("HELM_CACHE_HOME", state.join("cache"))
-        .env("HELM_CONFIG_HOME", state.join("config"))
-        .env("HELM_DATA_HOME", state.join("data"))
-        .output()
-        .with_context(|| format!("running helm {}", args.join(" ")))?;
-    if !out.status.success() {
-        bail!(
-            "helm {} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn start_operator(cluster: &Cluster, url: &str) -> Result<Proc> {
@@ -167,22 +146,19 @@ async fn helm_install_inject_upgrade_uninstall() -> Result<()> {
     let url_value = format!("webhook.url={url}");
 
     // --- install: CRD from crds/, namespace, RBAC, the default MeshConfig; no Deployments ---------------
-    helm(
-        cluster,
-        &[
-            "install",
-            RELEASE,
-            &chart,
-            "-n",
-            NS,
-            "--create-namespace",
-            "-f",
-            &values,
-            "--set",
-            &url_value,
-            "--wait",
-        ],
-    )?;
+    cluster.helm(&[
+        "install",
+        RELEASE,
+        &chart,
+        "-n",
+        NS,
+        "--create-namespace",
+        "-f",
+        &values,
+        "--set",
+        &url_value,
+        "--wait",
+    ])?;
     let crd = Api::<CustomResourceDefinition>::all(client.clone())
         .get("meshconfigs.skjold.io")
         .await?;
@@ -266,23 +242,20 @@ async fn helm_install_inject_upgrade_uninstall() -> Result<()> {
         skjoldctl_check(cluster)?;
 
         // --- upgrade: a MeshConfig value changes and reaches the mesh ConfigMap ----------------------
-        helm(
-            cluster,
-            &[
-                "upgrade",
-                RELEASE,
-                &chart,
-                "-n",
-                NS,
-                "-f",
-                &values,
-                "--set",
-                &url_value,
-                "--set",
-                "meshConfig.outboundTrafficPolicy.mode=REGISTRY_ONLY",
-                "--wait",
-            ],
-        )?;
+        cluster.helm(&[
+            "upgrade",
+            RELEASE,
+            &chart,
+            "-n",
+            NS,
+            "-f",
+            &values,
+            "--set",
+            &url_value,
+            "--set",
+            "meshConfig.outboundTrafficPolicy.mode=REGISTRY_ONLY",
+            "--wait",
+        ])?;
         let mc = meshconfigs(&client).get("default").await?;
         assert_eq!(
             mc.data["spec"]["meshConfig"]["outboundTrafficPolicy"]["mode"],
@@ -312,18 +285,15 @@ async fn helm_install_inject_upgrade_uninstall() -> Result<()> {
         .await?;
 
         // --- uninstall: no webhook configuration left behind, pods are created unhindered -------------
-        helm(
-            cluster,
-            &[
-                "uninstall",
-                RELEASE,
-                "-n",
-                NS,
-                "--wait",
-                "--timeout",
-                "120s",
-            ],
-        )?;
+        cluster.helm(&[
+            "uninstall",
+            RELEASE,
+            "-n",
+            NS,
+            "--wait",
+            "--timeout",
+            "120s",
+        ])?;
         wait_for(&format!("{MWC} removed"), STEP, || {
             let mwcs = mwcs.clone();
             async move {
@@ -365,18 +335,15 @@ async fn helm_install_inject_upgrade_uninstall() -> Result<()> {
             "single-replica-values",
         ] {
             let file = workspace_root().join(format!("helm/skjold/ci/{set}.yaml"));
-            let rendered = helm(
-                cluster,
-                &[
-                    "template",
-                    RELEASE,
-                    &chart,
-                    "-n",
-                    NS,
-                    "-f",
-                    &file.to_string_lossy(),
-                ],
-            )?;
+            let rendered = cluster.helm(&[
+                "template",
+                RELEASE,
+                &chart,
+                "-n",
+                NS,
+                "-f",
+                &file.to_string_lossy(),
+            ])?;
             cluster
                 .kubectl_ok(
                     &["apply", "--dry-run=server", "-n", NS, "-f", "-"],

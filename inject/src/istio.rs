@@ -19,6 +19,11 @@ pub fn default_proxy_image() -> String {
     format!("{ISTIO_HUB}/proxyv2:{ISTIO_VERSION}")
 }
 
+/// `<hub>/pilot:<ISTIO_VERSION>`, istiod's default image.
+pub fn default_pilot_image() -> String {
+    format!("{ISTIO_HUB}/pilot:{ISTIO_VERSION}")
+}
+
 /// Namespace label that turns injection on for the default revision (`enabled`) or off.
 pub const NAMESPACE_INJECTION_LABEL: &str = "istio-injection";
 /// Label (namespaces, pods, control-plane objects) and pod annotation naming a revision.

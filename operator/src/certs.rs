@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use skjold_certs::{CertError, CertificateAuthority, IssuedCert};
 
 use crate::render::names::{FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
@@ -400,6 +400,27 @@ pub async fn ensure(client: &kube::Client, target: &CertTarget) -> Result<CertPl
             .map_err(kube_err("write", &target.secret))?;
     }
     Ok(plan)
+}
+
+/// Deletes both Secrets (a missing one is fine): when the last MeshConfig is gone no webhook
+/// configuration trusts the CA any more, and an uninstall should leave no key behind.
+pub async fn remove(client: &kube::Client, target: &CertTarget) -> Result<(), CertsError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), &target.namespace);
+    for name in [target.secret.clone(), target.ca_secret()] {
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(source) => {
+                return Err(CertsError::Kube {
+                    verb: "delete",
+                    namespace: target.namespace.clone(),
+                    name,
+                    source: Box::new(source),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 fn secret_str(secret: Option<&Secret>, key: &str) -> Option<String> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams, Preconditions};
 use tracing::{debug, info, warn};
 
 /// Election timing and identity.
@@ -244,25 +244,30 @@ impl LeaderElector {
         }
     }
 
-    /// Gives the Lease up on clean shutdown so a successor does not wait for expiry.
+    /// Gives the Lease up on clean shutdown: deletes it, on the condition that it is still the
+    /// version this replica holds (a successor's Lease is never touched), so a standby takes
+    /// over at once instead of waiting for expiry, and `helm uninstall` leaves no Lease behind.
     pub async fn release(&self) {
-        let Ok(Some(mut lease)) = self.api.get_opt(&self.cfg.name).await else {
+        let Ok(Some(lease)) = self.api.get_opt(&self.cfg.name).await else {
             return;
         };
-        let Some(spec) = lease.spec.as_mut() else {
-            return;
-        };
-        if spec.holder_identity.as_deref() != Some(self.cfg.identity.as_str()) {
+        let holder = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_deref());
+        if holder != Some(self.cfg.identity.as_str()) {
             return;
         }
-        spec.holder_identity = None;
-        spec.renew_time = None;
-        if let Err(e) = self
-            .api
-            .replace(&self.cfg.name, &PostParams::default(), &lease)
-            .await
-        {
-            warn!(error = %e, "could not release lease");
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                resource_version: lease.metadata.resource_version.clone(),
+                uid: lease.metadata.uid.clone(),
+            }),
+            ..DeleteParams::default()
+        };
+        match self.api.delete(&self.cfg.name, &params).await {
+            Ok(_) => info!(lease = %self.cfg.name, "released the lease (deleted)"),
+            Err(e) => warn!(error = %e, "could not release lease"),
         }
     }
 }
