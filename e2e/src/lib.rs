@@ -13,6 +13,7 @@ pub mod images;
 pub mod istio;
 pub mod k8s;
 pub mod kubelet;
+pub mod load;
 pub mod mesh;
 pub mod metrics;
 pub mod node;

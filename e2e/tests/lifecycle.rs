@@ -4,8 +4,6 @@
 //!
 //! Run: `cargo test -p skjold-e2e --test lifecycle -- --test-threads=1` (see docs/e2e.md).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, anyhow, ensure};
@@ -19,6 +17,7 @@ use skjold_e2e::k8s::{
     PROXY, api_message, container, create_namespace, create_pod, delete_namespace, dry_run_pod,
     is_injected, pod, resources, unique_name,
 };
+use skjold_e2e::load::{AdmissionLoad, Create};
 use skjold_e2e::wait::{Poll, wait_for};
 use skjold_e2e::{CERT_SECRET, CONTROL_PLANE_NS, Cluster, Mesh, WEBHOOK_CONFIG};
 
@@ -323,24 +322,12 @@ async fn certificate_rotation_under_load_loses_no_admission() -> Result<()> {
     let ca_secret = format!("{CERT_SECRET}-ca");
 
     // Load: one pod after the other until told to stop; every outcome recorded.
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let (client, ns, stop) = (client.clone(), ns.clone(), stop.clone());
-        tokio::spawn(async move {
-            let (mut ok, mut failures) = (0usize, Vec::<String>::new());
-            let mut i = 0usize;
-            while !stop.load(Ordering::SeqCst) {
-                i += 1;
-                match create_pod(&client, &ns, &pod(&format!("load-{i}"), &[], &[])).await {
-                    Ok(p) if is_injected(&p) => ok += 1,
-                    Ok(_) => failures.push(format!("load-{i}: admitted without {PROXY}")),
-                    Err(e) => failures.push(format!("load-{i}: {}", api_message(&e))),
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            (ok, failures)
-        })
-    };
+    let load = AdmissionLoad::start(
+        client.clone(),
+        &ns,
+        Create::Stored,
+        Duration::from_millis(20),
+    );
 
     let rotation = mesh
         .with_logs(async {
@@ -463,27 +450,16 @@ async fn certificate_rotation_under_load_loses_no_admission() -> Result<()> {
             Ok(())
         })
         .await;
-    stop.store(true, Ordering::SeqCst);
-    let (ok, failures) = load.await.context("load task panicked")?;
+    let report = load.finish().await?;
     delete_namespace(&client, &ns).await;
     rotation?;
     println!(
-        "rotation under load: {ok} pods admitted and injected, {} failed, {} Secret volume updates",
-        failures.len(),
+        "rotation under load: {} pods admitted and injected, {} failed, {} Secret volume updates",
+        report.injected,
+        report.failures.len(),
         mesh.cert_volume().updates()
     );
-    ensure!(
-        ok >= 20,
-        "only {ok} pods created during rotation: load too thin to prove anything"
-    );
-    ensure!(
-        failures.is_empty(),
-        "{} of {} admissions failed during rotation: {:?}",
-        failures.len(),
-        ok + failures.len(),
-        &failures[..failures.len().min(5)]
-    );
-    Ok(())
+    report.ensure_clean("certificate rotation", 20)
 }
 
 fn secret_str(secret: &Secret, key: &str) -> String {

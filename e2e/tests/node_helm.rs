@@ -14,11 +14,13 @@
 //! Needs root and `make setup` (containerd, runc, iptables). Run:
 //! `cargo test -p skjold-e2e --test node_helm -- --test-threads=1`.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, ensure};
 use serde_json::Value;
-use skjold_e2e::k8s::in_namespace;
+use skjold_e2e::k8s::{dry_run_pod, in_namespace, is_injected, pod};
+use skjold_e2e::load::{AdmissionLoad, Create};
 use skjold_e2e::node::{BUSYBOX_IMAGE, NODE_NAME, node_bin_dir};
 use skjold_e2e::{Cluster, Poll, images, wait_for, workspace_root};
 
@@ -96,37 +98,57 @@ async fn helm_install_runs_skjold_and_istiod_as_pods_and_the_injected_pod_starts
     result.map_err(|e| anyhow!("{e:#}\n--- logs ---\n{}", cluster.log_tails(25)))
 }
 
-async fn scenario(cluster: &'static Cluster) -> Result<()> {
+/// Builds the images of the chart (default values) and of Istio and imports them into the
+/// node's containerd, once per test process.
+fn import_images(cluster: &Cluster) -> Result<()> {
+    static IMPORTED: OnceLock<Result<(), String>> = OnceLock::new();
+    IMPORTED
+        .get_or_init(|| {
+            let run = || -> Result<()> {
+                let paths = cluster
+                    .node_paths()
+                    .ok_or_else(|| anyhow!("the cluster has no node"))?;
+                let started = Instant::now();
+                let chart = chart();
+                let mut template = vec!["template", RELEASE, &chart, "-n", NS];
+                template.extend(VALUES);
+                let rendered = cluster.helm(&template)?;
+                let bins = node_bin_dir()?;
+                let imgs = images::install_images(&rendered)?;
+                for image in &imgs {
+                    image.import(&bins, &paths.dir.join("images"), &paths.containerd_socket)?;
+                }
+                let names: Vec<&str> = imgs.iter().map(|i| i.name.as_str()).collect();
+                println!(
+                    "{} images built and imported in {:.1}s: {}",
+                    imgs.len(),
+                    started.elapsed().as_secs_f64(),
+                    names.join(", ")
+                );
+                Ok(())
+            };
+            run().map_err(|e| format!("{e:#}"))
+        })
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+/// `helm install --wait` with [`VALUES`] and `extra`; checks every pod of the release runs on
+/// the node and the operator and webhook Deployments are fully Ready. Returns how long it took.
+fn install(cluster: &Cluster, extra: &[&str]) -> Result<Duration> {
+    import_images(cluster)?;
+    // A release left by an earlier failed test of this process would make the install fail.
+    cluster.helm(&[
+        "uninstall",
+        RELEASE,
+        "-n",
+        NS,
+        "--ignore-not-found",
+        "--wait",
+    ])?;
     let chart = chart();
-    let paths = cluster
-        .node_paths()
-        .ok_or_else(|| anyhow!("the cluster has no node"))?
-        .clone();
-    let sandbox = cluster
-        .node_sandbox()
-        .ok_or_else(|| anyhow!("the cluster has no node sandbox"))?;
-
-    // --- images under the names the chart and the operator render ---------------------------
     let started = Instant::now();
-    let mut template = vec!["template", RELEASE, &chart, "-n", NS];
-    template.extend(VALUES);
-    let rendered = cluster.helm(&template)?;
-    let bins = node_bin_dir()?;
-    let imgs = images::install_images(&rendered)?;
-    let names: Vec<&str> = imgs.iter().map(|i| i.name.as_str()).collect();
-    for image in &imgs {
-        image.import(&bins, &paths.dir.join("images"), &paths.containerd_socket)?;
-    }
-    println!(
-        "{} images built and imported in {:.1}s: {}",
-        imgs.len(),
-        started.elapsed().as_secs_f64(),
-        names.join(", ")
-    );
-
-    // --- helm install with the chart's defaults ---------------------------------------------
-    let started = Instant::now();
-    let mut install = vec![
+    let mut args = vec![
         "install",
         RELEASE,
         &chart,
@@ -137,15 +159,17 @@ async fn scenario(cluster: &'static Cluster) -> Result<()> {
         "--timeout",
         "4m",
     ];
-    install.extend(VALUES);
-    cluster.helm(&install)?;
-    let installed = started.elapsed();
-    for (deploy, want) in [("skjold-operator", 1), ("skjold-webhook", 2)] {
+    args.extend(VALUES);
+    args.extend(extra);
+    cluster.helm(&args)?;
+    let took = started.elapsed();
+    for deploy in ["skjold-operator", "skjold-webhook"] {
         let d = json(cluster, &["get", "deployment", deploy, "-n", NS])?;
         ensure!(
-            d["status"]["readyReplicas"] == want,
-            "{deploy}: {} of {want} replicas ready",
-            d["status"]["readyReplicas"]
+            d["status"]["readyReplicas"] == d["spec"]["replicas"],
+            "{deploy}: {} of {} replicas ready",
+            d["status"]["readyReplicas"],
+            d["spec"]["replicas"]
         );
     }
     let pods = json(cluster, &["get", "pods", "-n", NS])?;
@@ -156,6 +180,21 @@ async fn scenario(cluster: &'static Cluster) -> Result<()> {
             p["metadata"]["name"]
         );
     }
+    Ok(took)
+}
+
+async fn scenario(cluster: &'static Cluster) -> Result<()> {
+    let paths = cluster
+        .node_paths()
+        .ok_or_else(|| anyhow!("the cluster has no node"))?
+        .clone();
+    let sandbox = cluster
+        .node_sandbox()
+        .ok_or_else(|| anyhow!("the cluster has no node sandbox"))?;
+
+    // --- helm install with the chart's defaults ---------------------------------------------
+    let started = Instant::now();
+    let installed = install(cluster, &[])?;
     println!(
         "helm install --wait: operator 1/1 and webhook 2/2 Ready as pods in {:.1}s",
         installed.as_secs_f64()
@@ -337,7 +376,12 @@ async fn scenario(cluster: &'static Cluster) -> Result<()> {
     )
     .await?;
 
-    // --- helm uninstall: the pre-delete hook deletes the MeshConfig while the operator runs ---------
+    uninstall(cluster).await
+}
+
+/// `helm uninstall --wait`: the pre-delete hook Job deletes the MeshConfigs while the operator
+/// runs, so nothing the release made is left but istiod's own objects (printed).
+async fn uninstall(cluster: &Cluster) -> Result<()> {
     let started = Instant::now();
     cluster.helm(&["uninstall", RELEASE, "-n", NS, "--wait", "--timeout", "4m"])?;
     println!(
@@ -382,4 +426,345 @@ async fn scenario(cluster: &'static Cluster) -> Result<()> {
         remaining.split_whitespace().collect::<Vec<_>>().join(", ")
     );
     leftovers
+}
+
+const WEBHOOK_PODS: &str = "app.kubernetes.io/name=skjold-webhook";
+
+/// Names of the Running pods matching `selector` in [`NS`], without those being deleted.
+fn live_pods(cluster: &Cluster, selector: &str) -> Result<Vec<String>> {
+    let pods = json(cluster, &["get", "pods", "-n", NS, "-l", selector])?;
+    Ok(pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter_map(|p| p["metadata"]["name"].as_str().map(String::from))
+        .collect())
+}
+
+/// Waits until Deployment `name` has rolled out completely: every replica updated, Ready and
+/// no old pod left.
+async fn rolled_out(cluster: &Cluster, name: &str) -> Result<()> {
+    cluster.kubectl_ok(
+        &[
+            "rollout",
+            "status",
+            "-n",
+            NS,
+            &format!("deployment/{name}"),
+            "--timeout=180s",
+        ],
+        None,
+    )?;
+    let selector = format!("app.kubernetes.io/name={name}");
+    until(
+        &format!("only {name}'s current pods to be left"),
+        120,
+        || {
+            let d = json(cluster, &["get", "deployment", name, "-n", NS]);
+            let pods = json(cluster, &["get", "pods", "-n", NS, "-l", &selector]);
+            match (d, pods) {
+                (Ok(d), Ok(p)) => {
+                    let n = p["items"].as_array().map_or(0, Vec::len);
+                    if d["spec"]["replicas"] == n && d["status"]["readyReplicas"] == n {
+                        Poll::Ready(())
+                    } else {
+                        Poll::Pending(format!("{n} pods, deployment status {}", d["status"]))
+                    }
+                }
+                (Err(e), _) | (_, Err(e)) => Poll::Pending(format!("{e:#}")),
+            }
+        },
+    )
+    .await
+}
+
+/// A webhook pod's own metric `name` (summed over labels matching `filter`), read through the
+/// API server's pod proxy.
+fn webhook_metric(cluster: &Cluster, pod: &str, name: &str, filter: &str) -> Result<f64> {
+    let text = cluster.kubectl_ok(
+        &[
+            "get",
+            "--raw",
+            &format!("/api/v1/namespaces/{NS}/pods/https:{pod}:15017/proxy/metrics"),
+        ],
+        None,
+    )?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(filter))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+/// The operator's Lease holder (`<pod>_<pid>_<nonce>`), if any.
+fn lease_holder(cluster: &Cluster) -> Option<String> {
+    let l = json(cluster, &["get", "lease", "skjold-operator", "-n", NS]).ok()?;
+    l["spec"]["holderIdentity"].as_str().map(String::from)
+}
+
+/// Issue 12, part 5: faults on the node under continuous pod creation (dry-run creates in an
+/// injecting namespace, 20 ms apart: the whole admission chain through the webhook Service,
+/// without flooding the node with pods to start). No admission may fail or go uninjected.
+/// Installed with `operator.replicas=2` for the leader fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_faults_lose_no_admission() -> Result<()> {
+    let cluster = Cluster::shared_node()?;
+    let result = faults(cluster).await;
+    result.map_err(|e| anyhow!("{e:#}\n--- logs ---\n{}", cluster.log_tails(25)))
+}
+
+struct Phase {
+    what: &'static str,
+    started: Instant,
+    before: (usize, usize),
+}
+
+impl Phase {
+    fn start(what: &'static str, load: &AdmissionLoad) -> Phase {
+        Phase {
+            what,
+            started: Instant::now(),
+            before: load.progress(),
+        }
+    }
+
+    fn end(self, load: &AdmissionLoad, detail: &str) -> String {
+        let (ok, failed) = load.progress();
+        let line = format!(
+            "{}: {:.1}s, {} admitted and injected, {} failed{detail}",
+            self.what,
+            self.started.elapsed().as_secs_f64(),
+            ok - self.before.0,
+            failed - self.before.1
+        );
+        println!("{line}");
+        line
+    }
+}
+
+async fn faults(cluster: &'static Cluster) -> Result<()> {
+    let took = install(cluster, &["--set", "operator.replicas=2"])?;
+    println!(
+        "helm install (operator.replicas=2): {:.1}s",
+        took.as_secs_f64()
+    );
+    let client = cluster.client().await?;
+    in_namespace(
+        cluster,
+        "faults",
+        &[("istio-injection", "enabled")],
+        |ns| async move {
+            let probe = pod("probe", &[], &[]);
+            wait_for(
+                "the in-cluster webhook to inject",
+                Duration::from_secs(60),
+                || {
+                    let (client, ns, probe) = (client.clone(), ns.clone(), probe.clone());
+                    async move {
+                        match dry_run_pod(&client, &ns, &probe).await {
+                            Ok(p) if is_injected(&p) => Poll::Ready(()),
+                            Ok(_) => Poll::Pending("admitted without the sidecar".into()),
+                            Err(e) => Poll::Pending(e.to_string()),
+                        }
+                    }
+                },
+            )
+            .await?;
+            let load = AdmissionLoad::start(
+                client.clone(),
+                &ns,
+                Create::DryRun,
+                Duration::from_millis(20),
+            );
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let run = async {
+                // 1. One of the two webhook pods deleted: it drains (readiness off, keep serving for
+                //    shutdownDelayMs) while the Service moves to the other; a new pod replaces it.
+                let phase = Phase::start("delete one of the two webhook pods", &load);
+                let victim = live_pods(cluster, WEBHOOK_PODS)?
+                    .into_iter()
+                    .next()
+                    .context("no webhook pod")?;
+                cluster.kubectl_ok(&["delete", "pod", "-n", NS, &victim, "--wait=false"], None)?;
+                until(
+                    "the deleted webhook pod to be replaced",
+                    120,
+                    || match live_pods(cluster, WEBHOOK_PODS) {
+                        Ok(p) if !p.contains(&victim) && p.len() == 2 => Poll::Ready(()),
+                        Ok(p) => Poll::Pending(format!("{p:?}")),
+                        Err(e) => Poll::Pending(format!("{e:#}")),
+                    },
+                )
+                .await?;
+                rolled_out(cluster, "skjold-webhook").await?;
+                phase.end(&load, "");
+
+                // 2. Serving certificate rotated: the Secret is re-issued by the operator, the
+                //    kubelet updates both pods' Secret volumes, each webhook reloads.
+                let phase = Phase::start("rotate the serving certificate", &load);
+                let pods = live_pods(cluster, WEBHOOK_PODS)?;
+                let reloads = |p: &str| {
+                    webhook_metric(cluster, p, "skjold_webhook_certificate_reloads", "success")
+                };
+                let before: Vec<f64> = pods.iter().map(|p| reloads(p)).collect::<Result<_>>()?;
+                let old = cluster.kubectl_ok(
+                    &[
+                        "get",
+                        "secret",
+                        "skjold-webhook-tls",
+                        "-n",
+                        NS,
+                        "-o",
+                        "jsonpath={.data.tls\\.crt}",
+                    ],
+                    None,
+                )?;
+                cluster.kubectl_ok(&["delete", "secret", "skjold-webhook-tls", "-n", NS], None)?;
+                until(
+                    "the operator to re-issue the serving certificate",
+                    60,
+                    || match cluster.kubectl_ok(
+                        &[
+                            "get",
+                            "secret",
+                            "skjold-webhook-tls",
+                            "-n",
+                            NS,
+                            "-o",
+                            "jsonpath={.data.tls\\.crt}",
+                        ],
+                        None,
+                    ) {
+                        Ok(new) if !new.is_empty() && new != old => Poll::Ready(()),
+                        Ok(_) => Poll::Pending("not re-issued yet".into()),
+                        Err(e) => Poll::Pending(format!("{e:#}")),
+                    },
+                )
+                .await?;
+                until(
+                    "both webhook pods to reload the new certificate",
+                    120,
+                    || {
+                        let now: Result<Vec<f64>> = pods.iter().map(|p| reloads(p)).collect();
+                        match now {
+                            Ok(now) if now.iter().zip(&before).all(|(n, b)| n > b) => {
+                                Poll::Ready(())
+                            }
+                            Ok(now) => Poll::Pending(format!("reloads {before:?} -> {now:?}")),
+                            Err(e) => Poll::Pending(format!("{e:#}")),
+                        }
+                    },
+                )
+                .await?;
+                phase.end(
+                    &load,
+                    "; both pods reloaded it (kubelet Secret volume update)",
+                );
+
+                // 3. helm upgrade that rolls the webhook Deployment (maxUnavailable 0, maxSurge 1).
+                let phase = Phase::start("helm upgrade rolling the webhook", &load);
+                let chart = chart();
+                cluster.helm(&[
+                    "upgrade",
+                    RELEASE,
+                    &chart,
+                    "-n",
+                    NS,
+                    "--reuse-values",
+                    "--set",
+                    "webhook.podAnnotations.skjold\\.io/restarted=fault-test",
+                    "--wait",
+                    "--timeout",
+                    "4m",
+                ])?;
+                rolled_out(cluster, "skjold-webhook").await?;
+                let rolled = live_pods(cluster, WEBHOOK_PODS)?;
+                ensure!(
+                    pods.iter().all(|p| !rolled.contains(p)),
+                    "helm upgrade did not replace the webhook pods: {pods:?} -> {rolled:?}"
+                );
+                phase.end(&load, "");
+
+                // 4. The operator pod holding the Lease deleted: it deletes the Lease as it stops,
+                //    the standby replica takes it.
+                let phase = Phase::start("delete the leading operator pod", &load);
+                let holder = until("an operator to hold the Lease", 60, || {
+                    lease_holder(cluster).into()
+                })
+                .await?;
+                let leader_pod = holder.split('_').next().unwrap_or_default().to_string();
+                let deleted = Instant::now();
+                cluster.kubectl_ok(
+                    &["delete", "pod", "-n", NS, &leader_pod, "--wait=false"],
+                    None,
+                )?;
+                let successor =
+                    until(
+                        "the standby operator to take the Lease",
+                        60,
+                        || match lease_holder(cluster) {
+                            Some(h) if !h.starts_with(&format!("{leader_pod}_")) => Poll::Ready(h),
+                            other => Poll::Pending(format!("holder {other:?}")),
+                        },
+                    )
+                    .await?;
+                let gap = deleted.elapsed();
+                // The new leader reconciles: an edit reaches the mesh ConfigMap.
+                cluster.kubectl_ok(
+                    &[
+                        "patch",
+                        "meshconfig",
+                        "default",
+                        "-n",
+                        NS,
+                        "--type=merge",
+                        "-p",
+                        r#"{"spec":{"meshConfig":{"accessLogFile":"/dev/stdout"}}}"#,
+                    ],
+                    None,
+                )?;
+                until("the new leader to apply an edit", 60, || {
+                    match cluster.kubectl_ok(
+                        &[
+                            "get",
+                            "configmap",
+                            "istio",
+                            "-n",
+                            NS,
+                            "-o",
+                            "jsonpath={.data.mesh}",
+                        ],
+                        None,
+                    ) {
+                        Ok(m) if m.contains("accessLogFile: /dev/stdout") => Poll::Ready(()),
+                        Ok(m) => Poll::Pending(m),
+                        Err(e) => Poll::Pending(format!("{e:#}")),
+                    }
+                })
+                .await?;
+                rolled_out(cluster, "skjold-operator").await?;
+                phase.end(
+                    &load,
+                    &format!(
+                        "; Lease {leader_pod} -> {} after {:.1}s",
+                        successor.split('_').next().unwrap_or_default(),
+                        gap.as_secs_f64()
+                    ),
+                );
+                anyhow::Ok(())
+            }
+            .await;
+            let report = load.finish().await?;
+            run?;
+            println!(
+                "node faults: {} admissions injected, {} failed",
+                report.injected,
+                report.failures.len()
+            );
+            report.ensure_clean("the node faults", 200)
+        },
+    )
+    .await?;
+    uninstall(cluster).await
 }

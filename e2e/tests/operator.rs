@@ -55,6 +55,7 @@ impl Op {
         let metrics = Arc::new(Metrics::new());
         let metrics_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
         let cfg = RunConfig {
+            pod_owner: None,
             namespace: namespace.to_string(),
             webhook_service: "skjold-webhook".into(),
             webhook_namespace: namespace.to_string(),

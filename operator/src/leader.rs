@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, OwnerReference};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams, Preconditions};
 use tracing::{debug, info, warn};
@@ -25,6 +25,10 @@ pub struct LeaseConfig {
     pub renew_period: Duration,
     /// How often a follower retries.
     pub retry_period: Duration,
+    /// The holder's own Pod, set as the Lease's owner whenever this replica takes it: when the
+    /// holding pod is deleted (a failover, `helm uninstall`) the garbage collector removes the
+    /// Lease even if the replica could not delete it itself (its RBAC already gone).
+    pub owner: Option<OwnerReference>,
 }
 
 impl LeaseConfig {
@@ -36,7 +40,24 @@ impl LeaseConfig {
             lease_duration: Duration::from_secs(15),
             renew_period: Duration::from_secs(5),
             retry_period: Duration::from_secs(2),
+            owner: None,
         }
+    }
+
+    pub fn owned_by(mut self, owner: Option<OwnerReference>) -> Self {
+        self.owner = owner;
+        self
+    }
+}
+
+/// The owner reference of Pod `name`/`uid` (from the downward API), for the Lease.
+pub fn pod_owner(name: &str, uid: &str) -> OwnerReference {
+    OwnerReference {
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        name: name.into(),
+        uid: uid.into(),
+        ..OwnerReference::default()
     }
 }
 
@@ -146,6 +167,7 @@ impl LeaderElector {
                 let lease = Lease {
                     metadata: ObjectMeta {
                         name: Some(self.cfg.name.clone()),
+                        owner_references: self.cfg.owner.clone().map(|o| vec![o]),
                         ..Default::default()
                     },
                     spec: Some(LeaseSpec {
@@ -170,6 +192,7 @@ impl LeaderElector {
                     spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
                     spec.acquire_time = Some(MicroTime(now));
                     spec.holder_identity = Some(self.cfg.identity.clone());
+                    lease.metadata.owner_references = self.cfg.owner.clone().map(|o| vec![o]);
                 }
                 spec.lease_duration_seconds = Some(holder_secs);
                 spec.renew_time = Some(MicroTime(now));

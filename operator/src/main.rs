@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::CustomResourceExt;
 use skjold_operator::certs::CertPolicy;
 use skjold_operator::crd::MeshConfig;
@@ -105,6 +106,13 @@ fn identity() -> String {
     format!("{base}_{}_{nanos:08x}", std::process::id())
 }
 
+/// This replica's Pod (`POD_NAME` and `POD_UID` from the downward API), when in a cluster.
+fn pod_owner() -> Option<OwnerReference> {
+    let name = std::env::var("POD_NAME").ok()?;
+    let uid = std::env::var("POD_UID").ok()?;
+    Some(skjold_operator::leader::pod_owner(&name, &uid))
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -156,6 +164,7 @@ async fn main() -> anyhow::Result<()> {
                 lease_name: args.lease_name,
                 manage_crd: args.manage_crd,
                 identity: identity(),
+                pod_owner: pod_owner(),
                 cert_policy: CertPolicy::default(),
             };
             runner::run(client, cfg, Arc::new(Metrics::new()), shutdown_signal())

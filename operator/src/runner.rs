@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::CustomResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::wait::{Condition, conditions};
@@ -39,6 +40,8 @@ pub struct RunConfig {
     pub manage_crd: bool,
     /// Identity in the Lease and in Events (pod name plus a unique suffix).
     pub identity: String,
+    /// In a cluster: this replica's Pod, the owner of the Lease while it holds it.
+    pub pod_owner: Option<OwnerReference>,
     pub cert_policy: CertPolicy,
 }
 
@@ -220,7 +223,8 @@ pub async fn run(
     let elector = cfg.leader_election.then(|| {
         LeaderElector::new(
             client.clone(),
-            LeaseConfig::new(&cfg.namespace, &cfg.lease_name, &cfg.identity),
+            LeaseConfig::new(&cfg.namespace, &cfg.lease_name, &cfg.identity)
+                .owned_by(cfg.pod_owner.clone()),
         )
     });
     if let Some(elector) = &elector {
@@ -274,6 +278,7 @@ mod tests {
             lease_name: "skjold-operator".into(),
             manage_crd: true,
             identity: "test".into(),
+            pod_owner: None,
             cert_policy: CertPolicy::default(),
         }
     }
