@@ -11,8 +11,9 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cache=${SKJOLD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/skjold}
 # Bump RECIPE when the way the binaries are built changes, so stale caches are not reused
 # (r2: Kubernetes binaries carry their real version; r1 reported v0.0.0-master).
-RECIPE=r3
+RECIPE=r4
 # r3: adds Istio (keyed by the module's commit) and the xDS probe.
+# r4: Istio's binaries carry a version (`istioctl version` said "unknown").
 istio_commit=${ISTIO_MODULE_VERSION##*-}
 bin="$cache/bin/k8s-$KUBERNETES_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION-istio-$istio_commit-$RECIPE"
 mkdir -p "$bin"
@@ -71,7 +72,11 @@ if [ $missing = 1 ]; then
   echo "build-tools: building pilot-discovery, pilot-agent, istioctl from istio.io/istio@$ISTIO_MODULE_VERSION (first time only; about 10 minutes on 2 cores)..." >&2
   start=$SECONDS
   rm -rf "$bin/.istio.tmp"; mkdir -p "$bin/.istio.tmp"
-  (cd "$here/tools/istio" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags='-s -w' -o "$bin/.istio.tmp/" \
+  # Stamped as Istio stamps a build of its development line (Makefile.core.mk: VERSION ?= 1.N-dev),
+  # with the module's commit as the git revision.
+  istio_ldflags="-s -w -X istio.io/istio/pkg/version.buildVersion=${ISTIO_VERSION%.*}-dev"
+  istio_ldflags+=" -X istio.io/istio/pkg/version.buildGitRevision=$istio_commit -X istio.io/istio/pkg/version.buildStatus=Clean"
+  (cd "$here/tools/istio" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags="$istio_ldflags" -o "$bin/.istio.tmp/" \
     istio.io/istio/pilot/cmd/pilot-discovery istio.io/istio/pilot/cmd/pilot-agent istio.io/istio/istioctl/cmd/istioctl) >&2
   for b in "${istio_bins[@]}"; do mv "$bin/.istio.tmp/$b" "$bin/$b"; done
   rmdir "$bin/.istio.tmp"

@@ -706,6 +706,16 @@ impl Cluster {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// `istioctl` built from the pinned Istio module, against this cluster; its output whatever
+    /// the exit status.
+    pub fn istioctl(&self, args: &[&str]) -> Result<Output> {
+        Command::new(crate::istio::istio_bin("istioctl")?)
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .output()
+            .with_context(|| format!("running istioctl {}", args.join(" ")))
+    }
+
     /// `kubectl apply -f -` of a YAML document (stream).
     pub fn apply_yaml(&self, yaml: &str) -> Result<String> {
         self.kubectl_ok(&["apply", "-f", "-"], Some(yaml))

@@ -664,15 +664,6 @@ async fn meshconfig_ready_with_istiod_running() -> Result<()> {
     result
 }
 
-/// `istioctl` built from the pinned module, against this cluster.
-fn istioctl(cluster: &Cluster, args: &[&str]) -> Result<std::process::Output> {
-    std::process::Command::new(skjold_e2e::istio::istio_bin("istioctl")?)
-        .args(args)
-        .env("KUBECONFIG", cluster.kubeconfig())
-        .output()
-        .context("running istioctl")
-}
-
 /// The guides' own documents (e2e/tests/guides/), applied with `kubectl apply` as written: every
 /// API generation's DestinationRule/VirtualService/PeerAuthentication is accepted by the API
 /// server and istiod's validation and reaches the sidecar as a 95/5 route; the 1.1 guide's
@@ -747,10 +738,8 @@ async fn guides_documents_apply_and_reach_istiod() -> Result<()> {
                         },
                     )
                     .await?;
-                let analyze = istioctl(
-                    cluster,
-                    &["analyze", "-n", &ns, "--failure-threshold", "Error"],
-                )?;
+                let analyze =
+                    cluster.istioctl(&["analyze", "-n", &ns, "--failure-threshold", "Error"])?;
                 let report = format!(
                     "{}{}",
                     String::from_utf8_lossy(&analyze.stdout),
@@ -770,7 +759,7 @@ async fn guides_documents_apply_and_reach_istiod() -> Result<()> {
         .await;
         result?;
     }
-    let all = istioctl(cluster, &["analyze", "-A", "--failure-threshold", "Error"])?;
+    let all = cluster.istioctl(&["analyze", "-A", "--failure-threshold", "Error"])?;
     let report = format!(
         "{}{}",
         String::from_utf8_lossy(&all.stdout),
@@ -805,7 +794,7 @@ async fn istioctl_check_inject_agrees_with_skjoldctl_explain() -> Result<()> {
             let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
             let stored = pods.create(&Default::default(), &p).await?;
             ensure!(is_injected(&stored) == want, "{ns}/{name}: injected={} want {want}", is_injected(&stored));
-            let out = istioctl(cluster, &["x", "check-inject", "-n", ns, name])?;
+            let out = cluster.istioctl(&["x", "check-inject", "-n", ns, name])?;
             let text = String::from_utf8_lossy(&out.stdout).to_string();
             let row = text
                 .lines()

@@ -233,6 +233,40 @@ async fn scenario(cluster: &'static Cluster) -> Result<()> {
         istiod_ready.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
+    // Istio's own CLI against this control plane: through the API server's port-forward to
+    // istiod's pod (the kubelet and containerd carry it).
+    for args in [
+        &["version", "--istioNamespace", NS][..],
+        &["proxy-status", "--istioNamespace", NS][..],
+    ] {
+        let out = cluster.istioctl(args)?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!("istioctl {}:\n{}", args.join(" "), text.trim_end());
+        ensure!(
+            out.status.success(),
+            "istioctl {} failed: {text}",
+            args.join(" ")
+        );
+        if args[0] == "version" {
+            // Both from the same pinned build: the control plane answered with its own version.
+            let field = |name: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(str::trim)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let (client, control) = (field("client version:"), field("control plane version:"));
+            ensure!(
+                !client.is_empty() && client != "unknown" && control == client,
+                "istioctl version: client {client:?}, control plane {control:?}"
+            );
+        }
+    }
     let mwc = json(cluster, &["get", "mutatingwebhookconfiguration", MWC])?;
     ensure!(
         mwc["webhooks"][0]["clientConfig"]["service"]["name"] == "skjold-webhook"
