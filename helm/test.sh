@@ -124,6 +124,8 @@ check "default: operator may patch Istio's CRDs by name (generated list)" \
 check "default: operator may manage istiod's ValidatingWebhookConfigurations" grep -q 'validatingwebhookconfigurations' <<<"$role"
 check "chart crds/ holds Istio's CRDs with every guide's API version" \
   bash -c 'f=$1/crds/istio-crds.gen.yaml; grep -q "name: destinationrules.networking.istio.io" "$f" && grep -q "name: v1alpha3" "$f" && grep -q "name: v1beta1" "$f" && grep -q "\"helm.sh/resource-policy\": keep" "$f"' _ "$chart"
+check "default: every pod template opts out of injection by label (not the deprecated annotation)" \
+  bash -c '[ "$(grep -c "^        sidecar.istio.io/inject: \"false\"$" "$1")" -eq 3 ] && ! grep -q "^        annotations:\$" "$1"' _ "$f"
 check "default: pre-delete cleanup hook Job" \
   bash -c 'grep -q "helm.sh/hook: pre-delete" <<<"$1"' _ "$(doc "$f" Job skjold-cleanup)"
 check "default: operator may update its CRD only by name" \

@@ -23,7 +23,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::node::Image;
+use crate::Cluster;
+use crate::node::{Image, node_bin_dir};
 use crate::tools::{tools_bin_dir, workspace_bin};
 
 /// Where Istio's images keep Envoy's bootstrap template (pilot-agent reads it before it starts
@@ -247,6 +248,23 @@ pub fn install_images(chart_manifests: &str) -> Result<Vec<Image>> {
     refs.iter()
         .map(|r| image_for(r).map_err(|e| anyhow!("{e:#}")))
         .collect()
+}
+
+/// Builds the images `helm template <args>` renders plus Istio's, imports them into the node's
+/// containerd and returns their names (for a cluster with a node).
+pub fn import_for_chart(cluster: &Cluster, template_args: &[&str]) -> Result<Vec<String>> {
+    let paths = cluster
+        .node_paths()
+        .ok_or_else(|| anyhow!("the cluster has no node to import images into"))?;
+    let mut args = vec!["template"];
+    args.extend(template_args);
+    let rendered = cluster.helm(&args)?;
+    let bins = node_bin_dir()?;
+    let images = install_images(&rendered)?;
+    for image in &images {
+        image.import(&bins, &paths.dir.join("images"), &paths.containerd_socket)?;
+    }
+    Ok(images.into_iter().map(|i| i.name).collect())
 }
 
 #[cfg(test)]

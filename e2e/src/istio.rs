@@ -191,22 +191,47 @@ pub struct XdsProbe {
 }
 
 impl XdsProbe {
+    /// On a cluster with a real node the probe runs inside the node's sandbox and dials
+    /// istiod's Service address (kube-proxy's rules); otherwise istiod listens on the machine's
+    /// loopback ([`Istiod::start`]).
     pub fn start(cluster: &Cluster, pod: &Pod) -> Result<XdsProbe> {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let file = cluster.dir().join(format!("xds-probe-{name}.pod.json"));
         std::fs::write(&file, serde_json::to_vec(pod)?)?;
-        let mut cmd = Command::new(istio_bin("skjold-xds-probe")?);
+        let bin = istio_bin("skjold-xds-probe")?;
+        let (mut cmd, addr) = match cluster.node_sandbox() {
+            Some(sandbox) => {
+                let ip = cluster.kubectl_ok(
+                    &[
+                        "get",
+                        "service",
+                        "istiod",
+                        "-n",
+                        CONTROL_PLANE_NS,
+                        "-o",
+                        "jsonpath={.spec.clusterIP}",
+                    ],
+                    None,
+                )?;
+                (sandbox.command(&bin), format!("{}:{XDS_PORT}", ip.trim()))
+            }
+            None => (Command::new(&bin), format!("127.0.0.1:{XDS_PORT}")),
+        };
         cmd.arg("--addr")
-            .arg(format!("127.0.0.1:{XDS_PORT}"))
+            .arg(addr)
             .arg("--pod")
             .arg(&file)
             .arg("--istio-version")
             .arg(ISTIO_VERSION);
-        let proc = Proc::spawn(
+        let mut proc = Proc::spawn(
             &format!("xds-probe {name}"),
             cmd,
             &cluster.log_path(&format!("xds-probe-{name}")),
         )?;
+        if cluster.node_sandbox().is_some() {
+            // nsenter forks the probe and does not pass signals on.
+            proc = proc.signal_group();
+        }
         Ok(XdsProbe { proc })
     }
 

@@ -677,8 +677,9 @@ fn child_pids(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// `skjold-cluster demo` (what `make demo` runs) prints an injected pod of the demo Deployment
-/// and the guides' mesh settings, then stops cleanly on SIGTERM.
+/// `skjold-cluster demo` (what `make demo` runs: a real node, `helm install` of the chart with the
+/// guides' settings) prints the injected pod of the demo Deployment as the kubelet runs it, what
+/// istiod serves its sidecar and the guides' mesh settings, then stops cleanly on SIGTERM.
 #[tokio::test]
 async fn skjold_cluster_demo_shows_injected_pod_and_mesh_config() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -690,7 +691,7 @@ async fn skjold_cluster_demo_shows_injected_pod_and_mesh_config() -> Result<()> 
     let result = async {
         let output = wait_for(
             "demo to finish its walkthrough",
-            Duration::from_secs(180),
+            Duration::from_secs(420),
             || {
                 let seen = match demo.check_running() {
                     Err(e) => Poll::Pending(format!("{e:#}")),
@@ -710,6 +711,11 @@ async fn skjold_cluster_demo_shows_injected_pod_and_mesh_config() -> Result<()> 
             "initContainer istio-init",
             "accessLogFile: /dev/stdout",
             "mode: REGISTRY_ONLY",
+            "helm install skjold",
+            "istio-init   exited 0",
+            "app          running",
+            "unknown outbound traffic -> BlackHoleCluster",
+            "access log -> /dev/stdout",
             "export KUBECONFIG=",
         ] {
             ensure!(

@@ -63,10 +63,16 @@ struct UpArgs {
     /// Start only the control plane, without skjold-operator and skjold-webhook (`up` only).
     #[arg(long)]
     no_skjold: bool,
-    /// Run the cluster in a node sandbox with a real node (containerd, runc, kubelet,
-    /// kube-proxy; needs root): pods really run (`up` only, with `--no-skjold` for now).
+    /// `up`: run the cluster in a node sandbox with a real node (containerd, runc, kubelet,
+    /// kube-proxy; needs root, `make setup`): pods really run, and Skjold is installed with
+    /// `helm install` of the chart (unless `--no-skjold`). `demo` always does this unless
+    /// `--no-node`.
     #[arg(long)]
     node: bool,
+    /// `demo` without a node (no root needed): Skjold as local processes in URL mode and istiod
+    /// run by the harness's stand-in from its rendered Deployment.
+    #[arg(long)]
+    no_node: bool,
 }
 
 #[tokio::main]
@@ -94,15 +100,14 @@ async fn main() {
 async fn run(args: UpArgs, demo: bool) -> Result<()> {
     let started = Instant::now();
     let step = |msg: &str| eprintln!("[{:>5.1}s] {msg}", started.elapsed().as_secs_f64());
+    let node = if demo { !args.no_node } else { args.node };
     let opts = ClusterOptions {
         state_dir: args.state_dir.clone(),
         keep_state: args.keep_state,
-        node: args.node,
+        node,
     };
-    if args.node && (demo || !args.no_skjold) {
-        return Err(anyhow!(
-            "--node runs only with `up --no-skjold` so far: Skjold's images and `helm install` on the node are issue 12's next step"
-        ));
+    if node {
+        return run_node(args, opts, demo, &step).await;
     }
 
     step("starting etcd, kube-apiserver and kube-controller-manager on 127.0.0.1");
@@ -207,6 +212,291 @@ async fn run(args: UpArgs, demo: bool) -> Result<()> {
     Ok(())
 }
 
+/// The chart's release name and namespace, as in the chart's README.
+const RELEASE: &str = "skjold";
+/// The guides' install settings (access log to stdout, REGISTRY_ONLY) for `demo`; the ingress
+/// gateway is off in both modes: a gateway is Envoy, which this machine cannot have, so with it
+/// on the MeshConfig waits for it (as it should).
+const DEMO_VALUES: [&str; 6] = [
+    "--set",
+    "meshConfig.accessLogFile=/dev/stdout",
+    "--set",
+    "meshConfig.outboundTrafficPolicy.mode=REGISTRY_ONLY",
+    "--set",
+    "components.ingressGateway.enabled=false",
+];
+
+/// `up --node` / `demo`: the cluster in a node sandbox, Skjold installed with `helm install`
+/// from images built on this machine, istiod as a pod.
+async fn run_node(
+    args: UpArgs,
+    opts: ClusterOptions,
+    demo: bool,
+    step: &impl Fn(&str),
+) -> Result<()> {
+    step(
+        "starting the cluster in a node sandbox: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd, kubelet, kube-proxy",
+    );
+    let Some(cluster) = until_signal(Cluster::start(opts)).await? else {
+        return Ok(());
+    };
+    step(&format!(
+        "cluster with node {} ready (state in {})",
+        skjold_e2e::node::NODE_NAME,
+        cluster.dir().display()
+    ));
+    let out = args
+        .kubeconfig_out
+        .clone()
+        .unwrap_or_else(default_kubeconfig_out);
+    write_kubeconfig(&cluster, &out)?;
+    let work = async {
+        if !args.no_skjold {
+            install_on_node(&cluster, demo, step).await?;
+        }
+        if demo {
+            return walkthrough_node(&cluster, step).await.map(Some);
+        }
+        Ok(None)
+    };
+    let probe = match until_signal(work).await {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            cluster.shutdown();
+            remove_kubeconfig(&out);
+            return Ok(());
+        }
+        Err(e) => {
+            eprintln!("failed: {e:#}\nlogs:\n{}", cluster.log_tails(20));
+            cluster.shutdown();
+            remove_kubeconfig(&out);
+            return Err(anyhow!("skjold-cluster failed"));
+        }
+    };
+    println!();
+    println!("Cluster is up. Use it with:");
+    println!("  export KUBECONFIG={}", out.display());
+    println!(
+        "  {} get pods -A",
+        cluster.bin_dir().join("kubectl").display()
+    );
+    println!("Logs: {}", cluster.dir().join("logs").display());
+    println!("Press Ctrl-C to stop and remove everything.");
+    wait_for_signal().await;
+    step("stopping");
+    drop(probe);
+    cluster.shutdown();
+    remove_kubeconfig(&out);
+    step("stopped; no processes, mounts or cgroups left behind");
+    Ok(())
+}
+
+async fn install_on_node(cluster: &Cluster, demo: bool, step: &impl Fn(&str)) -> Result<()> {
+    let chart = skjold_e2e::workspace_root().join("helm/skjold");
+    let chart = chart.to_string_lossy();
+    let values: &[&str] = if demo {
+        &DEMO_VALUES
+    } else {
+        &DEMO_VALUES[4..]
+    };
+    let mut template = vec![RELEASE, &*chart, "-n", CONTROL_PLANE_NS];
+    template.extend(values);
+    step(
+        "building Skjold's and Istio's images from this machine's binaries, importing them into the node's containerd",
+    );
+    let names = skjold_e2e::images::import_for_chart(cluster, &template)?;
+    step(&format!("images: {}", names.join(", ")));
+    let mut install = vec![
+        "install",
+        RELEASE,
+        &*chart,
+        "-n",
+        CONTROL_PLANE_NS,
+        "--create-namespace",
+        "--wait",
+        "--timeout",
+        "5m",
+    ];
+    install.extend(values);
+    step(&format!("helm {}", install.join(" ")));
+    cluster.helm(&install)?;
+    step("skjold-operator 1/1 and skjold-webhook 2/2 Ready; waiting for the operator's istiod");
+    skjold_e2e::wait_for(
+        "Deployment istio-system/istiod to exist",
+        std::time::Duration::from_secs(120),
+        || {
+            let found = cluster
+                .kubectl(&["get", "deployment", "istiod", "-n", CONTROL_PLANE_NS])
+                .is_ok_and(|o| o.status.success());
+            std::future::ready(if found {
+                skjold_e2e::Poll::Ready(())
+            } else {
+                skjold_e2e::Poll::Pending("not rendered yet".into())
+            })
+        },
+    )
+    .await?;
+    cluster.kubectl_ok(
+        &[
+            "wait",
+            "--for=condition=Available",
+            "--timeout=300s",
+            "deployment/istiod",
+            "-n",
+            CONTROL_PLANE_NS,
+        ],
+        None,
+    )?;
+    step("istiod Available as a pod");
+    Ok(())
+}
+
+/// The demo Deployment on the node: a busybox web server whose pod the in-cluster webhook
+/// injects. Classic sidecar (`sidecar.istio.io/nativeSidecar: "false"`): as a native sidecar
+/// the kubelet would start the app only after `istio-proxy`'s startup probe, which needs Envoy.
+fn demo_app_yaml() -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {DEMO_APP}, namespace: demo, labels: {{app: {DEMO_APP}}}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: {DEMO_APP}}}}}
+  template:
+    metadata:
+      labels: {{app: {DEMO_APP}, version: v1}}
+      annotations:
+        sidecar.istio.io/nativeSidecar: "false"
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: app
+        image: {image}
+        imagePullPolicy: IfNotPresent
+        command: [/bin/busybox, sh, -c, "mkdir -p /www && echo hello > /www/index.html && exec busybox httpd -f -p 8080 -h /www"]
+        ports: [{{containerPort: 8080}}]
+        readinessProbe: {{httpGet: {{path: /index.html, port: 8080}}, periodSeconds: 5}}
+"#,
+        image = skjold_e2e::node::BUSYBOX_IMAGE
+    )
+}
+
+async fn walkthrough_node(cluster: &Cluster, step: &impl Fn(&str)) -> Result<XdsProbe> {
+    step("kubectl create namespace demo; kubectl label namespace demo istio-injection=enabled");
+    cluster.apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n")?;
+    cluster.kubectl_ok(
+        &[
+            "label",
+            "namespace",
+            "demo",
+            "istio-injection=enabled",
+            "--overwrite",
+        ],
+        None,
+    )?;
+    let client = cluster.client().await?;
+    step(&format!(
+        "creating Deployment demo/{DEMO_APP} (busybox httpd on 8080)"
+    ));
+    cluster.apply_yaml(&demo_app_yaml())?;
+    let pods = k8s::wait_for_pods(&client, "demo", DEMO_APP, 1).await?;
+    let pod = pods
+        .first()
+        .ok_or_else(|| anyhow!("no pod for Deployment demo/{DEMO_APP}"))?;
+    print_pod(pod);
+    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    step(&format!(
+        "waiting for the kubelet to run demo/{pod_name}: istio-init, then app and istio-proxy"
+    ));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "demo");
+    let pod = skjold_e2e::wait_for(
+        "istio-init to exit 0 and the app to run",
+        std::time::Duration::from_secs(120),
+        || {
+            let pods = pods.clone();
+            let name = pod_name.clone();
+            async move {
+                let p = match pods.get(&name).await {
+                    Ok(p) => p,
+                    Err(e) => return skjold_e2e::Poll::Pending(e.to_string()),
+                };
+                let status = p.status.clone().unwrap_or_default();
+                let init_ok = status.init_container_statuses.iter().flatten().any(|s| {
+                    s.name == "istio-init"
+                        && s.state
+                            .as_ref()
+                            .and_then(|st| st.terminated.as_ref())
+                            .is_some_and(|t| t.exit_code == 0)
+                });
+                let app_running = status.container_statuses.iter().flatten().any(|s| {
+                    s.name == "app" && s.state.as_ref().is_some_and(|st| st.running.is_some())
+                });
+                if init_ok && app_running {
+                    skjold_e2e::Poll::Ready(p)
+                } else {
+                    skjold_e2e::Poll::Pending(format!("phase {:?}", status.phase))
+                }
+            }
+        },
+    )
+    .await?;
+    let status = pod.status.clone().unwrap_or_default();
+    println!(
+        "\nPod demo/{pod_name} on node {} with IP {} (an address inside the node sandbox only):",
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default(),
+        status.pod_ip.clone().unwrap_or_default()
+    );
+    for s in status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten())
+    {
+        let state = match &s.state {
+            Some(st) if st.running.is_some() => "running".to_string(),
+            Some(st) => st
+                .terminated
+                .as_ref()
+                .map(|t| format!("exited {}", t.exit_code))
+                .or_else(|| {
+                    st.waiting
+                        .as_ref()
+                        .map(|w| format!("waiting ({})", w.reason.clone().unwrap_or_default()))
+                })
+                .unwrap_or_default(),
+            None => "unknown".into(),
+        };
+        println!("  {:<12} {state}, restarts {}", s.name, s.restart_count);
+    }
+    println!(
+        "  (istio-proxy runs Istio's real pilot-agent, which opens its status port and stops where it would start Envoy: no Envoy on this machine)"
+    );
+
+    step(&format!(
+        "connecting Istio's xDS client to istiod as the sidecar of demo/{pod_name}"
+    ));
+    let mut probe = XdsProbe::start(cluster, &pod)?;
+    let (served, _) = probe
+        .wait(
+            "istiod's configuration for the demo pod's sidecar",
+            std::time::Duration::from_secs(60),
+            |s| {
+                if s["listeners"].as_array().is_some_and(|l| !l.is_empty()) {
+                    Ok(())
+                } else {
+                    Err("no listeners yet".into())
+                }
+            },
+        )
+        .await?;
+    print_served(cluster, &pod_name, &served);
+    print_meshconfig(cluster, client).await?;
+    Ok(probe)
+}
+
 fn shutdown(mesh: Option<Mesh<'_>>, cluster: &Cluster, kubeconfig_out: &Path) {
     drop(mesh);
     cluster.shutdown();
@@ -260,7 +550,21 @@ async fn walkthrough(cluster: &Cluster, step: &impl Fn(&str)) -> Result<XdsProbe
             },
         )
         .await?;
-    let logs = access_logs(&served);
+    print_served(cluster, &pod_name, &served);
+
+    // A gateway runs Envoy, which this machine cannot have: its Pod could never become Ready, so
+    // the demo switches it off to show a Ready mesh (istiod, mesh config, injection).
+    step(
+        "kubectl patch meshconfig default: components.ingressGateway.enabled=false (no Envoy on this machine)",
+    );
+    cluster.patch_meshconfig(r#"{"spec":{"components":{"ingressGateway":{"enabled":false}}}}"#)?;
+    print_meshconfig(cluster, client).await?;
+    Ok(probe)
+}
+
+/// What istiod serves the sidecar of demo/`pod_name`, as the xDS probe read it.
+fn print_served(cluster: &Cluster, pod_name: &str, served: &serde_json::Value) {
+    let logs = access_logs(served);
     let mut targets: Vec<String> = logs.iter().map(|(_, p, f)| format!("{p} ({f})")).collect();
     targets.sort();
     targets.dedup();
@@ -288,13 +592,10 @@ async fn walkthrough(cluster: &Cluster, step: &impl Fn(&str)) -> Result<XdsProbe
         "  (every later push is a JSON line in {}/*xds-probe*)",
         cluster.dir().join("logs").display()
     );
+}
 
-    // A gateway runs Envoy, which this machine cannot have: its Pod could never become Ready, so
-    // the demo switches it off to show a Ready mesh (istiod, mesh config, injection).
-    step(
-        "kubectl patch meshconfig default: components.ingressGateway.enabled=false (no Envoy on this machine)",
-    );
-    cluster.patch_meshconfig(r#"{"spec":{"components":{"ingressGateway":{"enabled":false}}}}"#)?;
+/// Waits for the default MeshConfig to be Ready, then prints it and the mesh ConfigMap.
+async fn print_meshconfig(cluster: &Cluster, client: kube::Client) -> Result<()> {
     cluster.kubectl_ok(
         &[
             "wait",
@@ -327,7 +628,7 @@ async fn walkthrough(cluster: &Cluster, step: &impl Fn(&str)) -> Result<XdsProbe
     for line in text.lines() {
         println!("  {line}");
     }
-    Ok(probe)
+    Ok(())
 }
 
 fn print_pod(pod: &Pod) {
