@@ -10,15 +10,18 @@ E2E_THREADS ?= 1
 # Image names match the chart's `image.registry` default; set IMAGE_TAG to the chart's `image.tag`.
 IMAGE_REGISTRY ?= ghcr.io/skjold-mesh
 IMAGE_TAG ?= dev
+# Extra arguments of `skjold-cluster demo` (e.g. ARGS=--no-node).
+ARGS ?=
 
 .PHONY: help setup tools build build-release fmt lint deny unit helm-test e2e test fresh-check demo bench images fuzz clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-setup: ## check/install the toolchains (Rust, Go) and build the pinned cluster binaries (cached)
+setup: ## check/install the toolchains (Rust, Go) and the node's packages; build the pinned cluster binaries (cached)
 	@bash scripts/setup.sh
 	@bash e2e/scripts/build-tools.sh >/dev/null
+	@bash e2e/scripts/build-node-tools.sh >/dev/null
 
 tools: ## build kube-apiserver, kube-controller-manager, kubectl, etcd, helm, pilot-discovery, pilot-agent, istioctl from Go modules (cached)
 	@bash e2e/scripts/build-tools.sh
@@ -54,8 +57,8 @@ test: setup lint deny unit helm-test e2e ## everything CI runs
 fresh-check: ## `make test` in a clean clone of HEAD with every cache empty (as on a new machine), timed per stage
 	@bash scripts/fresh-check.sh
 
-demo: setup build ## start a local real cluster with Skjold installed and a demo namespace; Ctrl-C to stop
-	$(CARGO) run -q -p skjold-e2e --bin skjold-cluster -- demo
+demo: setup build ## local cluster with a real node, `helm install` of Skjold, istiod, an injected demo pod (ARGS=--no-node: no node, no root); Ctrl-C to stop
+	$(CARGO) run -q -p skjold-e2e --bin skjold-cluster -- demo $(ARGS)
 
 bench: setup ## webhook latency/throughput/RSS, operator reconcile latency, API-server-observed webhook latency
 	@bash scripts/bench.sh
