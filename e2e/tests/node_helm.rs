@@ -22,7 +22,7 @@ use serde_json::Value;
 use skjold_e2e::k8s::{dry_run_pod, in_namespace, is_injected, pod};
 use skjold_e2e::load::{AdmissionLoad, Create};
 use skjold_e2e::node::{BUSYBOX_IMAGE, NODE_NAME};
-use skjold_e2e::{Cluster, Poll, images, wait_for, workspace_root};
+use skjold_e2e::{CERT_SECRET, Cluster, Poll, images, wait_for, workspace_root};
 
 const NS: &str = "istio-system";
 const RELEASE: &str = "skjold";
@@ -432,8 +432,8 @@ async fn uninstall(cluster: &Cluster) -> Result<()> {
             "get",
             "-n",
             NS,
-            "secret/skjold-webhook-tls",
-            "secret/skjold-webhook-tls-ca",
+            &format!("secret/{CERT_SECRET}"),
+            &format!("secret/{CERT_SECRET}-ca"),
             "lease/skjold-operator",
             "-o",
             "name",
@@ -641,34 +641,26 @@ async fn faults(cluster: &'static Cluster) -> Result<()> {
                     webhook_metric(cluster, p, "skjold_webhook_certificate_reloads", "success")
                 };
                 let before: Vec<f64> = pods.iter().map(|p| reloads(p)).collect::<Result<_>>()?;
-                let old = cluster.kubectl_ok(
-                    &[
-                        "get",
-                        "secret",
-                        "skjold-webhook-tls",
-                        "-n",
-                        NS,
-                        "-o",
-                        "jsonpath={.data.tls\\.crt}",
-                    ],
-                    None,
-                )?;
-                cluster.kubectl_ok(&["delete", "secret", "skjold-webhook-tls", "-n", NS], None)?;
-                until(
-                    "the operator to re-issue the serving certificate",
-                    60,
-                    || match cluster.kubectl_ok(
+                let serving_cert = || {
+                    cluster.kubectl_ok(
                         &[
                             "get",
                             "secret",
-                            "skjold-webhook-tls",
+                            CERT_SECRET,
                             "-n",
                             NS,
                             "-o",
                             "jsonpath={.data.tls\\.crt}",
                         ],
                         None,
-                    ) {
+                    )
+                };
+                let old = serving_cert()?;
+                cluster.kubectl_ok(&["delete", "secret", CERT_SECRET, "-n", NS], None)?;
+                until(
+                    "the operator to re-issue the serving certificate",
+                    60,
+                    || match serving_cert() {
                         Ok(new) if !new.is_empty() && new != old => Poll::Ready(()),
                         Ok(_) => Poll::Pending("not re-issued yet".into()),
                         Err(e) => Poll::Pending(format!("{e:#}")),

@@ -194,17 +194,7 @@ async fn run(args: UpArgs, demo: bool) -> Result<()> {
         }
     }
 
-    println!();
-    println!("Cluster is up. Use it with:");
-    println!("  export KUBECONFIG={}", out.display());
-    println!(
-        "  {} get pods -A",
-        cluster.bin_dir().join("kubectl").display()
-    );
-    println!("Logs: {}", cluster.dir().join("logs").display());
-    println!("Press Ctrl-C to stop and remove everything.");
-    wait_for_signal().await;
-    step("stopping");
+    serve_until_signal(&cluster, &out, &step).await;
     drop(probe);
     drop(istiod);
     shutdown(mesh, &cluster, &out);
@@ -273,17 +263,7 @@ async fn run_node(
             return Err(anyhow!("skjold-cluster failed"));
         }
     };
-    println!();
-    println!("Cluster is up. Use it with:");
-    println!("  export KUBECONFIG={}", out.display());
-    println!(
-        "  {} get pods -A",
-        cluster.bin_dir().join("kubectl").display()
-    );
-    println!("Logs: {}", cluster.dir().join("logs").display());
-    println!("Press Ctrl-C to stop and remove everything.");
-    wait_for_signal().await;
-    step("stopping");
+    serve_until_signal(&cluster, &out, step).await;
     drop(probe);
     cluster.shutdown();
     remove_kubeconfig(&out);
@@ -495,6 +475,21 @@ async fn walkthrough_node(cluster: &Cluster, step: &impl Fn(&str)) -> Result<Xds
     print_served(cluster, &pod_name, &served);
     print_meshconfig(cluster, client).await?;
     Ok(probe)
+}
+
+/// Says how to use the running cluster, then waits for Ctrl-C or SIGTERM.
+async fn serve_until_signal(cluster: &Cluster, kubeconfig_out: &Path, step: &impl Fn(&str)) {
+    println!();
+    println!("Cluster is up. Use it with:");
+    println!("  export KUBECONFIG={}", kubeconfig_out.display());
+    println!(
+        "  {} get pods -A",
+        cluster.bin_dir().join("kubectl").display()
+    );
+    println!("Logs: {}", cluster.dir().join("logs").display());
+    println!("Press Ctrl-C to stop and remove everything.");
+    wait_for_signal().await;
+    step("stopping");
 }
 
 fn shutdown(mesh: Option<Mesh<'_>>, cluster: &Cluster, kubeconfig_out: &Path) {
