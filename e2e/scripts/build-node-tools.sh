@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the local node's binaries into a cache outside the repository, keyed by version:
 # kubelet, kube-proxy and kube-scheduler from k8s.io/kubernetes (KUBERNETES_VERSION), the CNI plugins bridge,
-# host-local, loopback and portmap (CNI_PLUGINS_VERSION, into cni/), and our own pause binary and
+# host-local, loopback and portmap (CNI_PLUGINS_VERSION, into cni/), CoreDNS (COREDNS_VERSION), and our own pause binary and
 # OCI image writer (e2e/tools/node, rebuilt when their source changes). containerd and runc come from Debian's
 # packages (scripts/setup.sh). Prints the bin directory on stdout; progress goes to stderr.
 set -euo pipefail
@@ -23,6 +23,8 @@ grep -Eq "^(require )?[[:space:]]*k8s.io/kubernetes $KUBERNETES_VERSION([[:space
   echo "build-node-tools: e2e/tools/kubernetes/go.mod does not require k8s.io/kubernetes $KUBERNETES_VERSION (versions.env)" >&2; exit 1; }
 grep -Eq "^(require )?[[:space:]]*github.com/containernetworking/plugins $CNI_PLUGINS_VERSION([[:space:]]|\$)" "$here/tools/node/go.mod" || {
   echo "build-node-tools: e2e/tools/node/go.mod does not require github.com/containernetworking/plugins $CNI_PLUGINS_VERSION (versions.env)" >&2; exit 1; }
+grep -Eq "^(require )?[[:space:]]*github.com/coredns/coredns $COREDNS_VERSION([[:space:]]|\$)" "$here/tools/coredns/go.mod" || {
+  echo "build-node-tools: e2e/tools/coredns/go.mod does not require github.com/coredns/coredns $COREDNS_VERSION (versions.env)" >&2; exit 1; }
 
 k8s_minor=${KUBERNETES_VERSION#v*.}; k8s_minor=${k8s_minor%%.*}
 k8s_major=${KUBERNETES_VERSION#v}; k8s_major=${k8s_major%%.*}
@@ -56,6 +58,16 @@ if [ $cni_missing = 1 ]; then
   for p in "${cni[@]}"; do mv "$bin/.cni.tmp/$p" "$bin/cni/$p"; done
   rmdir "$bin/.cni.tmp"
   echo "build-node-tools: CNI plugins built in $((SECONDS - start))s" >&2
+fi
+# CoreDNS (cluster DNS) with only the plugins e2e/tools/coredns/main.go imports; rebuilt when that
+# module changes (its go.mod holds the pinned version).
+coredns="$bin/coredns"
+if [ ! -x "$coredns" ] || [ -n "$(find "$here/tools/coredns" -newer "$coredns" -type f | head -1)" ]; then
+  echo "build-node-tools: building CoreDNS $COREDNS_VERSION (e2e/tools/coredns; about a minute)..." >&2
+  start=$SECONDS
+  (cd "$here/tools/coredns" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags='-s -w' -o "$coredns.tmp" .) >&2
+  mv "$coredns.tmp" "$coredns"
+  echo "build-node-tools: CoreDNS built in $((SECONDS - start))s" >&2
 fi
 # Our own Go code (the pause binary, the OCI image writer): rebuilt whenever a source file is
 # newer than the binary.

@@ -352,7 +352,8 @@ impl Cluster {
         Ok(())
     }
 
-    /// containerd, images, kubelet and kube-proxy in the sandbox; waits for the Node to be Ready.
+    /// containerd, images, kubelet and kube-proxy in the sandbox; waits for the Node to be Ready,
+    /// then for cluster DNS.
     async fn boot_node(&self, pki: &ClusterPki) -> Result<()> {
         let parts = self
             .node
@@ -398,7 +399,11 @@ impl Cluster {
         let log = self.log_path("containerd");
         self.spawn_logged("containerd", containerd, &log)?;
         node::wait_containerd(&paths.containerd_socket, &parts.sandbox, &log)?;
-        for image in [node::Image::pause(&bins), node::Image::busybox()?] {
+        for image in [
+            node::Image::pause(&bins),
+            node::Image::busybox()?,
+            node::Image::coredns(&bins),
+        ] {
             image.import(&bins, &paths.dir.join("images"), &paths.containerd_socket)?;
         }
 
@@ -492,7 +497,23 @@ impl Cluster {
                 }
             },
         )
-        .await
+        .await?;
+        // Cluster DNS, as kubeadm adds it: pods resolve Service names (istiod's address in
+        // the injected proxy config is one).
+        self.apply_yaml(&node::coredns_manifests())?;
+        self.kubectl_ok(
+            &[
+                "wait",
+                "--for=condition=Available",
+                "--timeout=120s",
+                "deployment/coredns",
+                "-n",
+                "kube-system",
+            ],
+            None,
+        )
+        .context("waiting for CoreDNS (cluster DNS) to be Available")?;
+        Ok(())
     }
 
     /// A command for a control-plane or node process: inside the node sandbox when there is

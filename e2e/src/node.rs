@@ -36,6 +36,10 @@ pub const POD_CIDR: &str = "10.244.0.0/24";
 pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 /// The sandbox image containerd runs each pod's namespaces in: our `pause` binary.
 pub const PAUSE_IMAGE: &str = "localhost/skjold/pause:e2e";
+/// The cluster DNS Service address (`kube-system/kube-dns`, the kubelet's `clusterDNS`).
+pub const CLUSTER_DNS: &str = "10.96.0.10";
+/// CoreDNS's image: e2e/tools/coredns, built by build-node-tools.sh.
+pub const COREDNS_IMAGE: &str = "localhost/skjold/coredns:e2e";
 /// A small image for test workloads: Debian's static busybox (`sh`, `httpd`, `wget`, `nc`, ...).
 pub const BUSYBOX_IMAGE: &str = "localhost/skjold/busybox:e2e";
 /// The API server's port inside the sandbox.
@@ -69,6 +73,7 @@ pub fn node_bin_dir() -> Result<PathBuf> {
             "pause",
             "skjold-oci-image",
             "cni/bridge",
+            "coredns",
         ] {
             if !dir.join(b).is_file() {
                 return Err(format!(
@@ -336,7 +341,7 @@ enforceNodeAllocatable: []
 failSwapOn: false
 containerRuntimeEndpoint: unix://{sock}
 clusterDomain: cluster.local
-clusterDNS: [10.96.0.10]
+clusterDNS: [{CLUSTER_DNS}]
 resolvConf: {d}/resolv.conf
 podLogsDir: {d}/pod-logs
 imageGCHighThresholdPercent: 100
@@ -372,6 +377,17 @@ impl Image {
             args: vec![
                 format!("--file={}:/pause:0755", bins.join("pause").display()),
                 "--entrypoint=/pause".into(),
+            ],
+        }
+    }
+
+    /// CoreDNS (cluster DNS).
+    pub fn coredns(bins: &Path) -> Image {
+        Image {
+            name: COREDNS_IMAGE.into(),
+            args: vec![
+                format!("--file={}:/coredns:0755", bins.join("coredns").display()),
+                "--entrypoint=/coredns".into(),
             ],
         }
     }
@@ -430,8 +446,91 @@ impl Image {
 pub fn write_resolv_conf(paths: &NodePaths) -> Result<()> {
     write_file(
         &paths.dir.join("resolv.conf"),
-        "nameserver 10.96.0.10\nsearch svc.cluster.local cluster.local\noptions ndots:5\n",
+        &format!(
+            "nameserver {CLUSTER_DNS}\nsearch svc.cluster.local cluster.local\noptions ndots:5\n"
+        ),
         false,
+    )
+}
+
+/// Cluster DNS as kubeadm installs it, on CoreDNS: ServiceAccount, RBAC to read Services,
+/// EndpointSlices, Pods and Namespaces, the Corefile, a Deployment and Service `kube-dns` at
+/// [`CLUSTER_DNS`]. Names under `cluster.local` (and reverse lookups of pod and Service
+/// addresses) are answered; there is no upstream to forward other names to.
+pub fn coredns_manifests() -> String {
+    format!(
+        r#"apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: coredns, namespace: kube-system}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: "system:coredns"}}
+rules:
+- apiGroups: [""]
+  resources: [endpoints, services, pods, namespaces]
+  verbs: [list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: "system:coredns"}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:coredns"}}
+subjects: [{{kind: ServiceAccount, name: coredns, namespace: kube-system}}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: coredns, namespace: kube-system}}
+data:
+  Corefile: |
+    .:53 {{
+        errors
+        health :8080
+        ready :8181
+        kubernetes cluster.local in-addr.arpa ip6.arpa {{
+            pods insecure
+            fallthrough in-addr.arpa ip6.arpa
+        }}
+        cache 30
+    }}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: coredns, namespace: kube-system, labels: {{k8s-app: kube-dns}}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{k8s-app: kube-dns}}}}
+  template:
+    metadata: {{labels: {{k8s-app: kube-dns}}}}
+    spec:
+      serviceAccountName: coredns
+      priorityClassName: system-cluster-critical
+      dnsPolicy: Default
+      containers:
+      - name: coredns
+        image: {COREDNS_IMAGE}
+        imagePullPolicy: IfNotPresent
+        args: [-conf, /etc/coredns/Corefile]
+        ports:
+        - {{name: dns, containerPort: 53, protocol: UDP}}
+        - {{name: dns-tcp, containerPort: 53, protocol: TCP}}
+        readinessProbe: {{httpGet: {{path: /ready, port: 8181}}, periodSeconds: 2}}
+        livenessProbe: {{httpGet: {{path: /health, port: 8080}}, periodSeconds: 10}}
+        volumeMounts: [{{name: config, mountPath: /etc/coredns, readOnly: true}}]
+      volumes: [{{name: config, configMap: {{name: coredns}}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: kube-dns, namespace: kube-system, labels: {{k8s-app: kube-dns}}}}
+spec:
+  clusterIP: {CLUSTER_DNS}
+  selector: {{k8s-app: kube-dns}}
+  ports:
+  - {{name: dns, port: 53, protocol: UDP}}
+  - {{name: dns-tcp, port: 53, protocol: TCP}}
+"#
     )
 }
 

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, ensure};
 use skjold_e2e::k8s::in_namespace;
-use skjold_e2e::node::{BUSYBOX_IMAGE, NODE_NAME};
+use skjold_e2e::node::{BUSYBOX_IMAGE, CLUSTER_DNS, NODE_NAME};
 use skjold_e2e::{Cluster, ClusterOptions};
 
 /// A busybox pod serving `text` over HTTP on 8080, with an HTTP readiness probe the kubelet
@@ -133,6 +133,21 @@ async fn pods_run_on_the_node_with_addresses_only_in_the_sandbox() -> Result<()>
             response.starts_with("HTTP/1.1 200") && response.trim_end().ends_with("hello from the node"),
             "GET http://{cluster_ip}/index.html from pod client: {response:?}"
         );
+        // Cluster DNS: the Service's name resolves to its ClusterIP from a pod (CoreDNS behind
+        // kube-dns at the kubelet's clusterDNS, the pod's resolv.conf search path).
+        let lookup = cluster.kubectl_ok(
+            &["exec", "-n", &ns, "client", "--", "busybox", "nslookup", &format!("web.{ns}.svc.cluster.local")],
+            None,
+        )?;
+        ensure!(
+            lookup.contains(&format!("Address: {cluster_ip}")),
+            "nslookup web.{ns}.svc.cluster.local from pod client: {lookup:?}"
+        );
+        let resolv = cluster.kubectl_ok(&["exec", "-n", &ns, "client", "--", "busybox", "cat", "/etc/resolv.conf"], None)?;
+        ensure!(
+            resolv.contains(&format!("nameserver {CLUSTER_DNS}")) && resolv.contains(&format!("search {ns}.svc.cluster.local")),
+            "the pod's resolv.conf: {resolv:?}"
+        );
         let rules = sandbox.run_ok(&["iptables-save", "-t", "nat"])?;
         ensure!(
             rules.contains(&format!("{cluster_ip}/32")) && rules.contains("KUBE-SERVICES"),
@@ -143,7 +158,7 @@ async fn pods_run_on_the_node_with_addresses_only_in_the_sandbox() -> Result<()>
             !String::from_utf8_lossy(&host_rules.stdout).contains("KUBE-SERVICES"),
             "kube-proxy's rules leaked into the machine's nat table"
         );
-        println!("pod {ip} on {NODE_NAME}: HTTP probe Ready, logs and exec through the API server, Service {cluster_ip} answers; none of it on the machine's interfaces");
+        println!("pod {ip} on {NODE_NAME}: HTTP probe Ready, logs and exec through the API server, Service {cluster_ip} answers and its name resolves through cluster DNS; none of it on the machine's interfaces");
         anyhow::Ok(())
     })
     .await
