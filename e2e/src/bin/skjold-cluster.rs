@@ -458,21 +458,7 @@ async fn walkthrough_node(cluster: &Cluster, step: &impl Fn(&str)) -> Result<Xds
     step(&format!(
         "connecting Istio's xDS client to istiod as the sidecar of demo/{pod_name}"
     ));
-    let mut probe = XdsProbe::start(cluster, &pod)?;
-    let (served, _) = probe
-        .wait(
-            "istiod's configuration for the demo pod's sidecar",
-            std::time::Duration::from_secs(60),
-            |s| {
-                if s["listeners"].as_array().is_some_and(|l| !l.is_empty()) {
-                    Ok(())
-                } else {
-                    Err("no listeners yet".into())
-                }
-            },
-        )
-        .await?;
-    print_served(cluster, &pod_name, &served);
+    let probe = connect_probe(cluster, &pod, &pod_name).await?;
     print_meshconfig(cluster, client).await?;
     Ok(probe)
 }
@@ -531,7 +517,22 @@ async fn walkthrough(cluster: &Cluster, step: &impl Fn(&str)) -> Result<XdsProbe
         "reporting demo/{pod_name} running with IP {DEMO_POD_IP} (API only), connecting to istiod as its sidecar"
     ));
     let pod = report_pod_running(cluster, "demo", &pod_name, DEMO_POD_IP).await?;
-    let mut probe = XdsProbe::start(cluster, &pod)?;
+    let probe = connect_probe(cluster, &pod, &pod_name).await?;
+
+    // A gateway runs Envoy, which this machine cannot have: its Pod could never become Ready, so
+    // the demo switches it off to show a Ready mesh (istiod, mesh config, injection).
+    step(
+        "kubectl patch meshconfig default: components.ingressGateway.enabled=false (no Envoy on this machine)",
+    );
+    cluster.patch_meshconfig(r#"{"spec":{"components":{"ingressGateway":{"enabled":false}}}}"#)?;
+    print_meshconfig(cluster, client).await?;
+    Ok(probe)
+}
+
+/// Istio's xDS client connected to istiod as the sidecar of `pod`; prints the first complete
+/// configuration istiod serves it and keeps running (its log shows every later push).
+async fn connect_probe(cluster: &Cluster, pod: &Pod, pod_name: &str) -> Result<XdsProbe> {
+    let mut probe = XdsProbe::start(cluster, pod)?;
     let (served, _) = probe
         .wait(
             "istiod's configuration for the demo pod's sidecar",
@@ -545,15 +546,7 @@ async fn walkthrough(cluster: &Cluster, step: &impl Fn(&str)) -> Result<XdsProbe
             },
         )
         .await?;
-    print_served(cluster, &pod_name, &served);
-
-    // A gateway runs Envoy, which this machine cannot have: its Pod could never become Ready, so
-    // the demo switches it off to show a Ready mesh (istiod, mesh config, injection).
-    step(
-        "kubectl patch meshconfig default: components.ingressGateway.enabled=false (no Envoy on this machine)",
-    );
-    cluster.patch_meshconfig(r#"{"spec":{"components":{"ingressGateway":{"enabled":false}}}}"#)?;
-    print_meshconfig(cluster, client).await?;
+    print_served(cluster, pod_name, &served);
     Ok(probe)
 }
 
