@@ -138,8 +138,8 @@ check "default: webhook cannot read Secrets" bash -c '! grep -q secrets <<<"$1"'
 operator_rules=$( { doc "$f" ClusterRole skjold-operator; doc "$f" Role skjold-operator; } | rules)
 check "default: operator escalate/bind only with resourceNames" \
   bash -c 'grep -q escalate <<<"$1" && ! grep -E "\"(escalate|bind)\"" <<<"$1" | grep -qv resourceNames' _ "$operator_rules"
-check "default: operator deletes only its own two certificate Secrets" \
-  bash -c '[ "$(grep "\"secrets\"" <<<"$1" | grep -c "\"delete\"")" -eq 1 ] && grep "\"secrets\"" <<<"$1" | grep "\"delete\"" | grep -q "resourceNames: \[\"skjold-webhook-tls\", \"skjold-webhook-tls-ca\"\]"' _ "$operator_rules"
+check "default: operator never deletes Secrets" \
+  bash -c '! grep "\"secrets\"" <<<"$1" | grep -q "\"delete\""' _ "$operator_rules"
 check "default: operator deletes only its own Lease" \
   bash -c '! grep "\"leases\"" <<<"$1" | grep "\"delete\"" | grep -qv "resourceNames: \[\"skjold-operator\"\]"' _ "$operator_rules"
 cleanup_rules=$(doc "$f" Role skjold-cleanup | rules)

@@ -266,6 +266,15 @@ async fn scenario(cluster: &'static Cluster) -> Result<()> {
             );
         }
     }
+    // The certificate Secrets belong to the installation: owned by the operator's ServiceAccount.
+    for secret in [CERT_SECRET.to_string(), format!("{CERT_SECRET}-ca")] {
+        let s = json(cluster, &["get", "secret", &secret, "-n", NS])?;
+        let owner = &s["metadata"]["ownerReferences"][0];
+        ensure!(
+            owner["kind"] == "ServiceAccount" && owner["name"] == "skjold-operator",
+            "Secret {secret} is not owned by ServiceAccount skjold-operator: {owner}"
+        );
+    }
     let mwc = json(cluster, &["get", "mutatingwebhookconfiguration", MWC])?;
     ensure!(
         mwc["webhooks"][0]["clientConfig"]["service"]["name"] == "skjold-webhook"
@@ -425,8 +434,8 @@ async fn uninstall(cluster: &Cluster) -> Result<()> {
     ensure!(!left.status.success(), "{MWC} is left after helm uninstall");
     let left = cluster.kubectl_ok(&["get", "meshconfigs", "-n", NS, "-o", "name"], None)?;
     ensure!(left.trim().is_empty(), "MeshConfigs left: {left}");
-    // The operator's own state: its certificate Secrets go with the last MeshConfig, its Lease
-    // when it stops (its pod terminates after helm returns, hence the wait).
+    // The operator's own state: its certificate Secrets go with its ServiceAccount (garbage
+    // collector), its Lease when it stops (its pod terminates after helm returns, hence the wait).
     let leftovers = until("the operator's Secrets and Lease to be gone", 60, || {
         let out = cluster.kubectl(&[
             "get",

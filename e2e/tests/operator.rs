@@ -56,6 +56,7 @@ impl Op {
         let metrics_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
         let cfg = RunConfig {
             pod_owner: None,
+            service_account: None,
             namespace: namespace.to_string(),
             webhook_service: "skjold-webhook".into(),
             webhook_namespace: namespace.to_string(),

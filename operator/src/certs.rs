@@ -18,7 +18,8 @@ use std::time::{Duration, SystemTime};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, Patch, PatchParams};
 use skjold_certs::{CertError, CertificateAuthority, IssuedCert};
 
 use crate::render::names::{FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
@@ -342,6 +343,11 @@ pub struct CertTarget {
     pub secret: String,
     pub names: SubjectNames,
     pub policy: CertPolicy,
+    /// Owner of both Secrets: in a cluster, the operator's own ServiceAccount (same namespace),
+    /// so the certificates live exactly as long as the installation (`helm uninstall` deletes
+    /// the ServiceAccount, the garbage collector the Secrets), and deleting and re-creating
+    /// MeshConfigs keeps the CA every webhook replica already trusts.
+    pub owner: Option<OwnerReference>,
 }
 
 impl CertTarget {
@@ -382,18 +388,35 @@ pub async fn ensure(client: &kube::Client, target: &CertTarget) -> Result<CertPl
     };
     let plan = plan(&stored, &target.names, &target.policy, SystemTime::now())?;
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    if plan.ca_changed || ca_secret.is_none() {
-        let secret = tls_secret(&ca_name, "Opaque", &plan.ca, None);
+    // A Secret written before it had an owner (an upgrade) gets it now.
+    let lacks_owner = |s: &Option<Secret>| {
+        target.owner.as_ref().is_some_and(|o| {
+            s.as_ref().is_some_and(|s| {
+                !s.metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|r| r.uid == o.uid)
+            })
+        })
+    };
+    if plan.ca_changed || ca_secret.is_none() || lacks_owner(&ca_secret) {
+        let secret = tls_secret(&ca_name, "Opaque", &plan.ca, None, target.owner.as_ref());
         api.patch(&ca_name, &params, &Patch::Apply(&secret))
             .await
             .map_err(kube_err("write", &ca_name))?;
     }
-    if plan.serving_changed || plan.bundle_changed || serving_secret.is_none() {
+    if plan.serving_changed
+        || plan.bundle_changed
+        || serving_secret.is_none()
+        || lacks_owner(&serving_secret)
+    {
         let secret = tls_secret(
             &target.secret,
             "kubernetes.io/tls",
             &plan.serving,
             Some(&plan.bundle),
+            target.owner.as_ref(),
         );
         api.patch(&target.secret, &params, &Patch::Apply(&secret))
             .await
@@ -402,33 +425,18 @@ pub async fn ensure(client: &kube::Client, target: &CertTarget) -> Result<CertPl
     Ok(plan)
 }
 
-/// Deletes both Secrets (a missing one is fine): when the last MeshConfig is gone no webhook
-/// configuration trusts the CA any more, and an uninstall should leave no key behind.
-pub async fn remove(client: &kube::Client, target: &CertTarget) -> Result<(), CertsError> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), &target.namespace);
-    for name in [target.secret.clone(), target.ca_secret()] {
-        match api.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(source) => {
-                return Err(CertsError::Kube {
-                    verb: "delete",
-                    namespace: target.namespace.clone(),
-                    name,
-                    source: Box::new(source),
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
 fn secret_str(secret: Option<&Secret>, key: &str) -> Option<String> {
     let bytes = secret?.data.as_ref()?.get(key)?;
     String::from_utf8(bytes.0.clone()).ok()
 }
 
-fn tls_secret(name: &str, type_: &str, cert: &IssuedCert, bundle: Option<&str>) -> Secret {
+fn tls_secret(
+    name: &str,
+    type_: &str,
+    cert: &IssuedCert,
+    bundle: Option<&str>,
+    owner: Option<&OwnerReference>,
+) -> Secret {
     let mut data = BTreeMap::from([
         (
             TLS_CRT.to_string(),
@@ -449,6 +457,7 @@ fn tls_secret(name: &str, type_: &str, cert: &IssuedCert, bundle: Option<&str>) 
                 MANAGED_BY_LABEL.to_string(),
                 MANAGED_BY_VALUE.to_string(),
             )])),
+            owner_references: owner.map(|o| vec![o.clone()]),
             ..Default::default()
         },
         type_: Some(type_.to_string()),

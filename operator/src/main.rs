@@ -165,6 +165,7 @@ async fn main() -> anyhow::Result<()> {
                 manage_crd: args.manage_crd,
                 identity: identity(),
                 pod_owner: pod_owner(),
+                service_account: std::env::var("POD_SERVICE_ACCOUNT").ok(),
                 cert_policy: CertPolicy::default(),
             };
             runner::run(client, cfg, Arc::new(Metrics::new()), shutdown_signal())

@@ -53,7 +53,7 @@ pub struct Settings {
 #[derive(Clone, Debug)]
 pub enum CertSource {
     /// The operator issues and rotates them (default).
-    Issue(CertTarget),
+    Issue(Box<CertTarget>),
     /// cert-manager issues the Secret from this `Certificate` (`namespace/name`); its cainjector
     /// fills `caBundle` because the MWC carries `cert-manager.io/inject-ca-from`.
     CertManager { certificate: String },
@@ -72,18 +72,6 @@ pub struct Context {
 }
 
 impl Context {
-    /// Whether a MeshConfig other than `mc` exists that is not being deleted (unknown before the
-    /// controller's cache is set: then yes, the safe answer for cleanup).
-    fn other_meshconfigs_remain(&self, mc: &MeshConfig) -> bool {
-        let Some(store) = self.store.get() else {
-            return true;
-        };
-        store
-            .state()
-            .iter()
-            .any(|m| m.metadata.uid != mc.metadata.uid && m.metadata.deletion_timestamp.is_none())
-    }
-
     pub fn new(
         client: kube::Client,
         settings: Settings,
@@ -574,9 +562,8 @@ async fn write_status(
     Ok(())
 }
 
-/// Removes what owner references cannot: the cluster-scoped MWC and ClusterRole/Binding, and,
-/// with the last MeshConfig, the webhook certificate Secrets (shared by all revisions, so owned
-/// by none). Namespaced objects are garbage-collected through their owner reference.
+/// Removes what owner references cannot: the cluster-scoped MWC and ClusterRole/Binding.
+/// Namespaced objects are garbage-collected through their owner reference.
 async fn cleanup(mc: &MeshConfig, ctx: &Context) -> Result<Action, ReconcileError> {
     let name = mc
         .metadata
@@ -591,13 +578,6 @@ async fn cleanup(mc: &MeshConfig, ctx: &Context) -> Result<Action, ReconcileErro
         .map(|s| format!("{}/{}", s.kind, s.name))
         .collect();
     info!(removed = ?list, "cleaned up cluster-scoped objects");
-    if let CertSource::Issue(target) = &ctx.settings.cert
-        && !ctx.other_meshconfigs_remain(mc)
-    {
-        let _guard = ctx.cert_lock.lock().await;
-        certs::remove(&ctx.client, target).await?;
-        info!(secret = %target.secret, "removed the webhook certificate Secrets: no MeshConfig is left");
-    }
     publish(
         ctx,
         mc,

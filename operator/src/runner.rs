@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
+use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::CustomResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::wait::{Condition, conditions};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::certs::{CertPolicy, CertTarget, CertsError, SubjectNames};
 use crate::crd::MeshConfig;
@@ -42,6 +43,9 @@ pub struct RunConfig {
     pub identity: String,
     /// In a cluster: this replica's Pod, the owner of the Lease while it holds it.
     pub pod_owner: Option<OwnerReference>,
+    /// In a cluster: this replica's ServiceAccount (in `namespace`), the owner of the webhook
+    /// certificate Secrets.
+    pub service_account: Option<String>,
     pub cert_policy: CertPolicy,
 }
 
@@ -103,12 +107,13 @@ impl RunConfig {
                     certificate: c.clone(),
                 }
             }
-            None => CertSource::Issue(CertTarget {
+            None => CertSource::Issue(Box::new(CertTarget {
                 namespace: self.webhook_namespace.clone(),
                 secret: self.cert_secret.clone(),
                 names,
                 policy: self.cert_policy.clone(),
-            }),
+                owner: None,
+            })),
         };
         Ok(Settings {
             namespace: self.namespace.clone(),
@@ -116,6 +121,36 @@ impl RunConfig {
             cert,
             istiod_validation_url: self.istiod_validation_url.clone(),
         })
+    }
+}
+
+/// The owner reference of the operator's ServiceAccount `name` for the certificate Secrets, when
+/// they live in its namespace (owners cannot be in another namespace). Without one (out of
+/// cluster, another namespace, the ServiceAccount unreadable) the Secrets have no owner and
+/// outlive an uninstall, as before; said in the log.
+async fn certificate_owner(
+    client: &kube::Client,
+    namespace: &str,
+    secret_namespace: &str,
+    name: &str,
+) -> Option<OwnerReference> {
+    if namespace != secret_namespace {
+        warn!(%namespace, %secret_namespace, "the certificate Secrets are in another namespace than the operator's ServiceAccount: they get no owner");
+        return None;
+    }
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    match api.get(name).await {
+        Ok(sa) => sa.metadata.uid.map(|uid| OwnerReference {
+            api_version: "v1".into(),
+            kind: "ServiceAccount".into(),
+            name: name.into(),
+            uid,
+            ..OwnerReference::default()
+        }),
+        Err(e) => {
+            warn!(error = %e, serviceaccount = %name, "cannot read the operator's ServiceAccount: the certificate Secrets get no owner");
+            None
+        }
     }
 }
 
@@ -193,7 +228,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let shutdown = shutdown.boxed().shared();
-    let settings = cfg.settings()?;
+    let mut settings = cfg.settings()?;
+    if let (CertSource::Issue(target), Some(sa)) = (&mut settings.cert, &cfg.service_account) {
+        target.owner = certificate_owner(&client, &cfg.namespace, &target.namespace, sa).await;
+    }
     if let Some(addr) = cfg.metrics_addr {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -279,6 +317,7 @@ mod tests {
             manage_crd: true,
             identity: "test".into(),
             pod_owner: None,
+            service_account: None,
             cert_policy: CertPolicy::default(),
         }
     }
