@@ -362,18 +362,7 @@ spec:
 }
 
 async fn walkthrough_node(cluster: &Cluster, step: &impl Fn(&str)) -> Result<XdsProbe> {
-    step("kubectl create namespace demo; kubectl label namespace demo istio-injection=enabled");
-    cluster.apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n")?;
-    cluster.kubectl_ok(
-        &[
-            "label",
-            "namespace",
-            "demo",
-            "istio-injection=enabled",
-            "--overwrite",
-        ],
-        None,
-    )?;
+    label_demo_namespace(cluster, step)?;
     let client = cluster.client().await?;
     step(&format!(
         "creating Deployment demo/{DEMO_APP} (busybox httpd on 8080)"
@@ -484,9 +473,8 @@ fn shutdown(mesh: Option<Mesh<'_>>, cluster: &Cluster, kubeconfig_out: &Path) {
     remove_kubeconfig(kubeconfig_out);
 }
 
-/// The guides' walkthrough on the running cluster; returns the xDS probe of the demo pod (kept
-/// running, its log shows every push istiod makes to that sidecar).
-async fn walkthrough(cluster: &Cluster, step: &impl Fn(&str)) -> Result<XdsProbe> {
+/// The guides' first step: namespace `demo`, labelled `istio-injection=enabled`.
+fn label_demo_namespace(cluster: &Cluster, step: &impl Fn(&str)) -> Result<()> {
     step("kubectl create namespace demo; kubectl label namespace demo istio-injection=enabled");
     cluster.apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n")?;
     cluster.kubectl_ok(
@@ -499,6 +487,13 @@ async fn walkthrough(cluster: &Cluster, step: &impl Fn(&str)) -> Result<XdsProbe
         ],
         None,
     )?;
+    Ok(())
+}
+
+/// The guides' walkthrough on the running cluster; returns the xDS probe of the demo pod (kept
+/// running, its log shows every push istiod makes to that sidecar).
+async fn walkthrough(cluster: &Cluster, step: &impl Fn(&str)) -> Result<XdsProbe> {
+    label_demo_namespace(cluster, step)?;
     let client = cluster.client().await?;
     let deployment = k8s::deployment(DEMO_APP, 1, &[])?;
     let yaml = serde_yaml_ng::to_string(&deployment).context("serialising the Deployment")?;
