@@ -692,16 +692,7 @@ impl Cluster {
 
     /// kubectl that must succeed: returns stdout, or an error with the command and its stderr.
     pub fn kubectl_ok(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
-        let out = self.kubectl_with_stdin(args, stdin)?;
-        if !out.status.success() {
-            bail!(
-                "kubectl {} failed ({}): {}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        stdout_of_success("kubectl", args, self.kubectl_with_stdin(args, stdin)?)
     }
 
     /// Runs `helm <args>` against this cluster (its own Helm state under the cluster directory)
@@ -716,15 +707,7 @@ impl Cluster {
             .env("HELM_DATA_HOME", state.join("data"))
             .output()
             .with_context(|| format!("running helm {}", args.join(" ")))?;
-        if !out.status.success() {
-            bail!(
-                "helm {} failed ({}): {}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        stdout_of_success("helm", args, out)
     }
 
     /// `istioctl` built from the pinned Istio module, against this cluster; its output whatever
@@ -799,6 +782,19 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// The stdout of a finished `tool args` run, or an error with the command and its stderr.
+fn stdout_of_success(tool: &str, args: &[&str], out: Output) -> Result<String> {
+    if !out.status.success() {
+        bail!(
+            "{tool} {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// GET a raw API server path (e.g. `/readyz`, `/metrics`) with the admin client.

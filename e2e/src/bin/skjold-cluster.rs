@@ -367,13 +367,7 @@ async fn walkthrough_node(cluster: &Cluster, step: &impl Fn(&str)) -> Result<Xds
     step(&format!(
         "creating Deployment demo/{DEMO_APP} (busybox httpd on 8080)"
     ));
-    cluster.apply_yaml(&demo_app_yaml())?;
-    let pods = k8s::wait_for_pods(&client, "demo", DEMO_APP, 1).await?;
-    let pod = pods
-        .first()
-        .ok_or_else(|| anyhow!("no pod for Deployment demo/{DEMO_APP}"))?;
-    print_pod(pod);
-    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    let pod_name = apply_demo_deployment(cluster, &client, &demo_app_yaml()).await?;
     step(&format!(
         "waiting for the kubelet to run demo/{pod_name}: istio-init, then app and istio-proxy"
     ));
@@ -490,6 +484,23 @@ fn label_demo_namespace(cluster: &Cluster, step: &impl Fn(&str)) -> Result<()> {
     Ok(())
 }
 
+/// `kubectl apply -n demo` of the demo Deployment; waits for its pod, prints it as stored and
+/// returns its name. (The namespace's default ServiceAccount may still be on its way; the
+/// ReplicaSet controller retries on its own, so only the pod is waited for.)
+async fn apply_demo_deployment(
+    cluster: &Cluster,
+    client: &kube::Client,
+    yaml: &str,
+) -> Result<String> {
+    cluster.kubectl_ok(&["apply", "-n", "demo", "-f", "-"], Some(yaml))?;
+    let pods = k8s::wait_for_pods(client, "demo", DEMO_APP, 1).await?;
+    let pod = pods
+        .first()
+        .ok_or_else(|| anyhow!("no pod for Deployment demo/{DEMO_APP}"))?;
+    print_pod(pod);
+    Ok(pod.metadata.name.clone().unwrap_or_default())
+}
+
 /// The guides' walkthrough on the running cluster; returns the xDS probe of the demo pod (kept
 /// running, its log shows every push istiod makes to that sidecar).
 async fn walkthrough(cluster: &Cluster, step: &impl Fn(&str)) -> Result<XdsProbe> {
@@ -498,15 +509,7 @@ async fn walkthrough(cluster: &Cluster, step: &impl Fn(&str)) -> Result<XdsProbe
     let deployment = k8s::deployment(DEMO_APP, 1, &[])?;
     let yaml = serde_yaml_ng::to_string(&deployment).context("serialising the Deployment")?;
     step(&format!("creating Deployment demo/{DEMO_APP}"));
-    // The namespace's default ServiceAccount may still be on its way; the ReplicaSet controller
-    // retries on its own, so only wait for the pod.
-    cluster.kubectl_ok(&["apply", "-n", "demo", "-f", "-"], Some(&yaml))?;
-    let pods = k8s::wait_for_pods(&client, "demo", DEMO_APP, 1).await?;
-    let pod = pods
-        .first()
-        .ok_or_else(|| anyhow!("no pod for Deployment demo/{DEMO_APP}"))?;
-    print_pod(pod);
-    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    let pod_name = apply_demo_deployment(cluster, &client, &yaml).await?;
 
     step(&format!(
         "reporting demo/{pod_name} running with IP {DEMO_POD_IP} (API only), connecting to istiod as its sidecar"
